@@ -175,7 +175,7 @@ func readIDX(name string, r io.Reader, size int64, magic uint32) (dims []int, da
 		var buf bytes.Buffer
 		n, err := io.CopyN(&buf, r, want)
 		if err == io.EOF {
-			return nil, nil, fmt.Errorf("%s: truncated: header %v promises %d data bytes, file has %d", name, dims, want, n)
+			return nil, nil, fmt.Errorf("%s: truncated: header %v promises %d data bytes, decompressed file has %d", name, dims, want, n)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: reading data: %w", name, err)

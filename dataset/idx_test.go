@@ -112,7 +112,7 @@ func TestLoadIDXErrors(t *testing.T) {
 		{"empty images", files{[]byte{}, labels}, false, "too short for an IDX header"},
 		{"short header", files{images[:10], labels}, false, "truncated header"},
 		{"truncated data", files{images[:len(images)-1], labels}, false, "truncated: header [3 2 3] promises 18 data bytes, file has 17"},
-		{"truncated gzip data", files{gz(t, images[:len(images)-1]), labels}, false, "truncated: header [3 2 3] promises 18 data bytes, file has 17"},
+		{"truncated gzip data", files{gz(t, images[:len(images)-1]), labels}, false, "truncated: header [3 2 3] promises 18 data bytes, decompressed file has 17"},
 		{"truncated gzip stream", files{gz(t, images)[:30], labels}, false, "unexpected EOF"},
 		{"trailing data", files{append(slices.Clone(images), 0), labels}, false, "1 bytes of trailing data"},
 		{"trailing gzip data", files{gz(t, append(slices.Clone(images), 0)), labels}, false, "trailing data"},
@@ -125,7 +125,7 @@ func TestLoadIDXErrors(t *testing.T) {
 		{"zero dimension", files{idxBytes(idxMagicImages, []uint32{3, 0, 3}, nil), labels}, false, "dimension 1 is 0"},
 		{"zero count", files{idxBytes(idxMagicImages, []uint32{0, 2, 3}, nil), labels}, false, "dimension 0 is 0"},
 		{"absurd count", files{huge, labels}, false, "promises 841813590016 data bytes, file has 100"},
-		{"absurd count gzip", files{gz(t, huge), labels}, false, "promises 841813590016 data bytes, file has 100"},
+		{"absurd count gzip", files{gz(t, huge), labels}, false, "promises 841813590016 data bytes, decompressed file has 100"},
 		{"beyond limit", files{idxBytes(idxMagicImages, []uint32{1<<32 - 1, 1<<32 - 1, 1<<32 - 1}, nil), labels}, false, "describes more than 1099511627776 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,6 +35,9 @@ const maxSourcePixels = 1 << 25
 // it; a few-byte file claiming 30 Mpixel is rejected before decoding.
 const maxPixelsPerByte = 16384
 
+// errNotRegular rejects directories, devices and pipes given as data files.
+var errNotRegular = errors.New("not a regular file")
+
 // ManifestOptions controls [LoadManifest] and [LoadImageFolder].
 type ManifestOptions struct {
 	// ImageSize is the side length every image is resized to, in
@@ -263,5 +266,3 @@ func joinFolderCSV(d *Dataset, csvPath string) error {
 	}
 	return nil
 }
-
-var errNotRegular = errors.New("not a regular file")

@@ -23,13 +23,12 @@ const MaxManifestLine = 1 << 20
 // manifestEntry is one parsed manifest line, before classes, fields and
 // images are resolved.
 type manifestEntry struct {
-	line     int
-	id       string
-	label    string // "" when unknown
-	text     string
-	image    string // "" when none
-	tabular  map[string]float32
-	hasTable bool
+	line    int
+	id      string
+	label   string // "" when unknown
+	text    string
+	image   string             // "" when none
+	tabular map[string]float32 // nil when the line has none
 }
 
 // LoadManifest reads a JSONL manifest: one JSON object a line, each a record.
@@ -186,7 +185,6 @@ func parseManifestLine(line []byte) (manifestEntry, error) {
 			}
 		case "tabular":
 			e.tabular, err = parseTabular(raw)
-			e.hasTable = e.tabular != nil
 		default:
 			err = fmt.Errorf("unknown field %q (want id, label, text, image or tabular)", key)
 		}
@@ -337,6 +335,9 @@ func parseTabular(raw json.RawMessage) (map[string]float32, error) {
 		}
 		vals[key] = v
 	}
+	if len(vals) == 0 {
+		return nil, fmt.Errorf(`field "tabular": empty object (omit the field or use null for no tabular values)`)
+	}
 	return vals, nil
 }
 
@@ -360,63 +361,14 @@ func checkImagePath(p string) error {
 // buildManifest resolves classes and tabular fields and joins the CSV; the
 // records it returns have no images yet.
 func buildManifest(path, csvPath string, entries []manifestEntry, table *csvTable, fixed []string) (*Dataset, error) {
-	classes, err := manifestClasses(path, entries, fixed)
-	if err != nil {
-		return nil, err
-	}
+	classes := manifestClasses(entries, fixed)
 	classIndex := make(map[string]int, len(classes))
 	for i, c := range classes {
 		classIndex[c] = i
 	}
-
-	// Fields: the union of the objects' keys and the CSV's columns. For
-	// errors, remember the first line that uses each key.
-	firstUse := make(map[string]int)
-	for _, e := range entries {
-		for k := range e.tabular {
-			if _, ok := firstUse[k]; !ok {
-				firstUse[k] = e.line
-			}
-		}
-	}
-	var fields []string
-	var csvPerm []int // CSV column of each field, -1 if none
-	if table != nil {
-		inCSV := make(map[string]bool, len(table.fields))
-		for _, f := range table.fields {
-			inCSV[f] = true
-		}
-		for _, k := range sortedKeys(firstUse) {
-			if !inCSV[k] && len(table.rows) > 0 {
-				return nil, fmt.Errorf("%s:1: no column %q, a tabular field that %s:%d uses", csvPath, k, path, firstUse[k])
-			}
-		}
-		byID := make(map[string]bool, len(entries))
-		for _, e := range entries {
-			byID[e.id] = true
-		}
-		for _, id := range table.order {
-			if !byID[id] {
-				return nil, fmt.Errorf("%s:%d: id %q is not in the manifest %s", csvPath, table.lines[id], id, path)
-			}
-		}
-		fields = slices.Clone(table.fields)
-	}
-	for k := range firstUse {
-		if !slices.Contains(fields, k) {
-			fields = append(fields, k)
-		}
-	}
-	slices.Sort(fields)
-	col := make(map[string]int, len(fields))
-	if table != nil {
-		for j, f := range table.fields {
-			col[f] = j
-		}
-		csvPerm = make([]int, len(fields))
-		for k, f := range fields {
-			csvPerm[k] = col[f] // every field is a column once any row exists
-		}
+	fields, csvCol, err := manifestFields(path, csvPath, entries, table)
+	if err != nil {
+		return nil, err
 	}
 
 	d := &Dataset{Schema: Schema{Classes: classes, TabularFields: fields}}
@@ -437,9 +389,9 @@ func buildManifest(path, csvPath string, entries []manifestEntry, table *csvTabl
 			row = table.rows[e.id]
 		}
 		switch {
-		case e.hasTable && row != nil:
+		case e.tabular != nil && row != nil:
 			return nil, fmt.Errorf("%s:%d: record %q has tabular fields here and a row at %s:%d; give them in one place", path, e.line, e.id, csvPath, table.lines[e.id])
-		case e.hasTable:
+		case e.tabular != nil:
 			r.Tabular = make([]float32, len(fields))
 			for k, f := range fields {
 				v, ok := e.tabular[f]
@@ -449,7 +401,7 @@ func buildManifest(path, csvPath string, entries []manifestEntry, table *csvTabl
 				r.Tabular[k] = v
 			}
 		case row != nil:
-			r.Tabular = permute(row, csvPerm)
+			r.Tabular = permute(row, csvCol)
 		}
 		if !r.Has(Text) && e.image == "" && !r.Has(Tabular) {
 			return nil, fmt.Errorf("%s:%d: record %q has no text, image or tabular fields", path, e.line, e.id)
@@ -458,12 +410,62 @@ func buildManifest(path, csvPath string, entries []manifestEntry, table *csvTabl
 	return d, nil
 }
 
+// manifestFields returns the sorted union of the tabular objects' keys and
+// the CSV's columns, and for each field its CSV column (used only when the
+// CSV has rows, and then every field is a column). It also checks that every
+// CSV id is in the manifest.
+func manifestFields(path, csvPath string, entries []manifestEntry, table *csvTable) (fields []string, csvCol []int, err error) {
+	firstUse := make(map[string]int) // key -> first manifest line using it
+	for _, e := range entries {
+		for k := range e.tabular {
+			if _, ok := firstUse[k]; !ok {
+				firstUse[k] = e.line
+			}
+		}
+	}
+	if table == nil {
+		return sortedKeys(firstUse), nil, nil
+	}
+	col := make(map[string]int, len(table.fields))
+	for j, f := range table.fields {
+		col[f] = j
+	}
+	if len(table.rows) > 0 {
+		for _, k := range sortedKeys(firstUse) {
+			if _, ok := col[k]; !ok {
+				return nil, nil, fmt.Errorf("%s:1: no column %q, a tabular field that %s:%d uses", csvPath, k, path, firstUse[k])
+			}
+		}
+	}
+	inManifest := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		inManifest[e.id] = true
+	}
+	for _, id := range table.order {
+		if !inManifest[id] {
+			return nil, nil, fmt.Errorf("%s:%d: id %q is not in the manifest %s", csvPath, table.lines[id], id, path)
+		}
+	}
+	fields = slices.Clone(table.fields)
+	for k := range firstUse {
+		if _, ok := col[k]; !ok {
+			fields = append(fields, k)
+		}
+	}
+	slices.Sort(fields)
+	csvCol = make([]int, len(fields))
+	for k, f := range fields {
+		csvCol[k] = col[f]
+	}
+	return fields, csvCol, nil
+}
+
 // manifestClasses returns the class list: fixed when given, else the
 // distinct labels sorted (numerically when all are canonical non-negative
 // integers, so "10" sorts after "9").
-func manifestClasses(path string, entries []manifestEntry, fixed []string) ([]string, error) {
+func manifestClasses(entries []manifestEntry, fixed []string) []string {
 	if fixed != nil {
-		return slices.Clone(fixed), nil
+		return slices.Clone(fixed)
 	}
 	seen := make(map[string]bool)
 	numeric := true
@@ -479,7 +481,7 @@ func manifestClasses(path string, entries []manifestEntry, fixed []string) ([]st
 			return cmp.Or(cmp.Compare(len(a), len(b)), cmp.Compare(a, b))
 		})
 	}
-	return classes, nil
+	return classes
 }
 
 func isCanonicalUint(s string) bool {
@@ -494,7 +496,11 @@ func isCanonicalUint(s string) bool {
 	return true
 }
 
+// sortedKeys returns m's keys sorted, nil when there are none.
 func sortedKeys[V any](m map[string]V) []string {
+	if len(m) == 0 {
+		return nil
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

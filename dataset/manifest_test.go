@@ -243,6 +243,7 @@ func TestLoadManifestErrors(t *testing.T) {
 		{name: "truncated png", manifest: `{"id":"r1","image":"imgs/cut.png"}`, line: 1, want: "decode png"},
 		{name: "tabular not object", manifest: `{"id":"r1","tabular":[1,2]}`, line: 1, want: "want an object of numbers, got an array"},
 		{name: "tabular string value", manifest: `{"id":"r1","tabular":{"age":"41"}}`, line: 1, want: `tabular field "age": want a number, got a string`},
+		{name: "tabular empty", manifest: `{"id":"r1","text":"x","tabular":{}}`, line: 1, want: `"tabular": empty object`},
 		{name: "tabular field twice", manifest: `{"id":"r1","tabular":{"age":1,"age":2}}`, line: 1, want: `tabular field "age" given twice`},
 		{name: "missing tabular field", manifest: `{"id":"r1","tabular":{"age":1,"bmi":2}}` + "\n" + `{"id":"r2","tabular":{"age":3}}`, line: 2, want: `tabular field "bmi" missing`},
 		{name: "non-finite float32", manifest: `{"id":"r1","tabular":{"age":1e39}}`, line: 1, want: `tabular field "age": 1e39 is out of float32 range`},

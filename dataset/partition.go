@@ -17,6 +17,10 @@ func newRand(seed uint64, purpose uint64) *rand.Rand {
 // minAlpha keeps logGamma's samples finite.
 const minAlpha = 1e-6
 
+// MaxClients bounds the number of clients DirichletPartition and
+// StandardAvailabilities accept.
+const MaxClients = 1 << 20
+
 const (
 	purposeSplit = iota + 0x5eed0000
 	purposeDirichlet
@@ -96,33 +100,35 @@ func Split(d *Dataset, testFrac float64, seed uint64) (train, test *Dataset) {
 // The result has one ascending index list per client; every index of labels
 // is in exactly one list. When len(labels) >= clients no list is empty: a
 // client left empty by the draw gets one index, chosen at random, from the
-// client that has the most. clients <= 0 gives nil. The same arguments give
-// the same partition.
+// client that has the most. clients outside [1, MaxClients] gives nil. The
+// same arguments give the same partition.
 func DirichletPartition(labels []int, numClasses, clients int, alpha float64, seed uint64) [][]int {
-	if clients <= 0 {
+	if clients <= 0 || clients > MaxClients {
 		return nil
 	}
-	numClasses = max(numClasses, 0)
 	iid := alpha <= 0 || math.IsNaN(alpha) || math.IsInf(alpha, 1)
 	alpha = max(alpha, minAlpha)
 	rng := newRand(seed, purposeDirichlet)
 
-	byClass := make([][]int, numClasses+1) // the last holds unknown labels
+	byClass := make(map[int][]int) // label -> indices; -1 holds unknown labels
 	for i, l := range labels {
 		if l < 0 || l >= numClasses {
-			l = numClasses
+			l = -1
 		}
 		byClass[l] = append(byClass[l], i)
 	}
+	classes := make([]int, 0, len(byClass))
+	for l := range byClass {
+		classes = append(classes, l)
+	}
+	slices.Sort(classes)
 	parts := make([][]int, clients)
 	logs := make([]float64, clients)
 	props := make([]float64, clients)
 	order := make([]int, clients)
 	counts := make([]int, clients)
-	for _, idx := range byClass {
-		if len(idx) == 0 {
-			continue
-		}
+	for _, l := range classes {
+		idx := byClass[l]
 		rng.Shuffle(len(idx), func(a, b int) { idx[a], idx[b] = idx[b], idx[a] })
 		if iid {
 			for k := range props {
@@ -276,9 +282,10 @@ var standardPattern = [4]Availability{
 // least two clients out of four and every pair of modalities to someone:
 // client 0 has all three, client 1 text and tabular, client 2 image and
 // tabular, client 3 text and image, then the pattern repeats (client 4 has
-// all three, ...). A single client has everything; clients <= 0 gives nil.
+// all three, ...). A single client has everything; clients outside
+// [1, MaxClients] gives nil.
 func StandardAvailabilities(clients int) []Availability {
-	if clients <= 0 {
+	if clients <= 0 || clients > MaxClients {
 		return nil
 	}
 	out := make([]Availability, clients)

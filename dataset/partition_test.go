@@ -186,9 +186,10 @@ func TestDirichletPartition(t *testing.T) {
 		}
 	})
 	t.Run("edge cases", func(t *testing.T) {
-		if DirichletPartition(labels, numClasses, 0, 1, 1) != nil {
-			t.Error("0 clients: want nil")
+		if DirichletPartition(labels, numClasses, 0, 1, 1) != nil || DirichletPartition(labels, numClasses, MaxClients+1, 1, 1) != nil {
+			t.Error("0 or too many clients: want nil")
 		}
+		checkPartition(t, DirichletPartition(labels, 1<<62, 3, 0.5, 1), n)
 		odd := []int{-1, 3, 99, 0, -7}
 		parts := DirichletPartition(odd, 2, 2, 0.3, 1)
 		checkPartition(t, parts, len(odd))
@@ -213,6 +214,7 @@ func TestStandardAvailabilities(t *testing.T) {
 	}{
 		{0, nil},
 		{-2, nil},
+		{MaxClients + 1, nil},
 		{1, []Availability{all}},
 		{2, []Availability{all, tt}},
 		{4, []Availability{all, tt, it, ti}},

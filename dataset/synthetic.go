@@ -21,6 +21,7 @@ const (
 	DefaultSyntheticFlip      = 0.02
 	minSyntheticImageSize     = 10 // the longest bar is 10 px
 	maxSyntheticImageSize     = 256
+	maxSyntheticN             = 1 << 24
 )
 
 // tabularShift moves the latent pair (z1, z2) by (+s, -s) for shown bit 1
@@ -31,7 +32,8 @@ const tabularShift = 1.45
 
 // SyntheticConfig configures [Synthetic].
 type SyntheticConfig struct {
-	// N is the number of records; N <= 0 gives a dataset with none.
+	// N is the number of records; N <= 0 gives a dataset with none, and N
+	// is capped at 1<<24.
 	N int
 	// Seed makes the data: the same config gives the same dataset. Record i
 	// depends only on Seed and i, so a smaller N gives a prefix.
@@ -48,7 +50,7 @@ type SyntheticConfig struct {
 }
 
 func (c SyntheticConfig) normalized() SyntheticConfig {
-	c.N = max(c.N, 0)
+	c.N = min(max(c.N, 0), maxSyntheticN)
 	if c.ImageSize == 0 {
 		c.ImageSize = DefaultSyntheticImageSize
 	}

@@ -5,10 +5,12 @@ import (
 	"unicode"
 )
 
-// Tokenizer defaults, used by NewTokenizer and for out-of-range fields.
+// Tokenizer defaults, used by NewTokenizer and for out-of-range fields, and
+// the longest sequence a Tokenizer produces.
 const (
-	DefaultBuckets = 1 << 13 // token ids 1 .. 8191
-	DefaultMaxLen  = 64
+	DefaultBuckets  = 1 << 13 // token ids 1 .. 8191
+	DefaultMaxLen   = 64
+	MaxTokenizerLen = 1 << 16
 )
 
 // Tokenizer turns text into fixed-length sequences of token ids by hashing
@@ -20,16 +22,17 @@ const (
 // Its id is 1 + FNV-1a-32(token's UTF-8 bytes) mod (Buckets-1); id 0 is
 // padding. Distinct tokens may share an id.
 //
-// The zero Tokenizer is usable: a Buckets below 2 means DefaultBuckets and a
-// MaxLen below 1 means DefaultMaxLen. A Tokenizer is a value; it is safe for
-// concurrent use.
+// The zero Tokenizer is usable: a Buckets below 2 means DefaultBuckets, a
+// MaxLen below 1 means DefaultMaxLen and one above MaxTokenizerLen means
+// MaxTokenizerLen. A Tokenizer is a value; it is safe for concurrent use.
 type Tokenizer struct {
 	Buckets int // number of ids including padding: ids are in [0, Buckets)
 	MaxLen  int // length of every encoded sequence
 }
 
 // NewTokenizer returns a Tokenizer with the given sizes, replacing values
-// out of range (buckets < 2, maxLen < 1) by the defaults.
+// out of range (buckets < 2, maxLen < 1) by the defaults and capping maxLen
+// at MaxTokenizerLen.
 func NewTokenizer(buckets, maxLen int) Tokenizer {
 	return Tokenizer{Buckets: buckets, MaxLen: maxLen}.normalized()
 }
@@ -41,6 +44,7 @@ func (t Tokenizer) normalized() Tokenizer {
 	if t.MaxLen < 1 {
 		t.MaxLen = DefaultMaxLen
 	}
+	t.MaxLen = min(t.MaxLen, MaxTokenizerLen)
 	return t
 }
 

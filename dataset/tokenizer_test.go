@@ -121,6 +121,9 @@ func TestTokenizerEncode(t *testing.T) {
 				t.Fatalf("%+v: Encode = %v", tk, got[:2])
 			}
 		}
+		if got := (Tokenizer{Buckets: 1 << 62, MaxLen: 1 << 62}).Encode("x", nil); len(got) != MaxTokenizerLen || got[0] < 1 {
+			t.Fatalf("huge sizes: len %d, id %d", len(got), got[0])
+		}
 		if got := (Tokenizer{Buckets: 2, MaxLen: 1}).Encode("anything", nil); got[0] != 1 {
 			t.Fatalf("two buckets: id %d, want 1", got[0])
 		}
