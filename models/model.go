@@ -122,6 +122,22 @@ func (m *Model) evalNet(batch int) (*net, error) {
 	return n, nil
 }
 
+// normalizerUnset reports whether the tabular statistics still hold their initial values (mean 0,
+// standard deviation 1), which no real data set produces exactly.
+func (m *Model) normalizerUnset() bool {
+	mean, ok := m.layout.Find("enc.tabular.norm.mean")
+	if !ok {
+		return false
+	}
+	std, _ := m.layout.Find("enc.tabular.norm.std")
+	for j := range mean.Size() {
+		if m.params[mean.Offset+j] != 0 || m.params[std.Offset+j] != 1 {
+			return false
+		}
+	}
+	return true
+}
+
 // FitNormalizer sets the tabular standardisation statistics (the enc.tabular.norm buffers) from
 // the records of d that carry tabular fields. It does nothing for a model without a tabular
 // encoder or data without tabular records.

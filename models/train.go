@@ -24,8 +24,9 @@ type TrainConfig struct {
 	Seed            uint64  // shuffling and modality dropout
 	ModalityDropout float64 // probability of hiding each present modality of a sample (one is always kept); default 0, negative means 0
 
-	// Prox > 0 adds the FedProx term Prox/2 * ||w - Anchor||^2 to the loss. Anchor must then be
-	// a parameter vector of the model's layout (the round's global model).
+	// Prox > 0 adds the FedProx term Prox/2 * ||w - Anchor||^2 over the trainable parameters to
+	// the loss. Anchor must then be a parameter vector of the model's layout (the round's global
+	// model).
 	Prox   float64
 	Anchor []float32
 
@@ -133,6 +134,11 @@ func (m *Model) Train(ctx context.Context, d *Encoded, cfg TrainConfig) (TrainSt
 
 // TrainWith is Train with a caller-owned optimizer, so that its state (Adam's moments) can span
 // several calls.
+//
+// A model whose tabular statistics were never set (see FitNormalizer) fits them on d first: raw
+// tabular values can be in the tens of thousands and would wreck the first steps. In a
+// federation this means each client starts from its own statistics in the first round, and the
+// averaged statistics travel in the global parameters from then on.
 func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt Optimizer) (TrainStats, error) {
 	if cfg.Epochs <= 0 {
 		cfg.Epochs = 1
@@ -155,6 +161,9 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 	n, err := m.trainNet(cfg.BatchSize)
 	if err != nil {
 		return TrainStats{}, err
+	}
+	if m.normalizerUnset() {
+		m.FitNormalizer(d)
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x747261696e))
 	grads := make([]float32, len(m.params))
@@ -192,8 +201,13 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 			}
 			if cfg.Prox > 0 {
 				mu := float32(cfg.Prox)
-				for i := range grads {
-					grads[i] += mu * (m.params[i] - cfg.Anchor[i])
+				for _, seg := range m.layout.Segments {
+					if !seg.Trainable {
+						continue
+					}
+					for i := seg.Offset; i < seg.Offset+seg.Size(); i++ {
+						grads[i] += mu * (m.params[i] - cfg.Anchor[i])
+					}
 				}
 			}
 			opt.Step(m.params, grads)

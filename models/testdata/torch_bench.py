@@ -9,6 +9,7 @@ Run (Debian's python3-torch, not a pyenv python):
 """
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -98,7 +99,7 @@ def bench(encoder, k, x, seconds, repeats=5, warmup=20):
             step()
             n += 1
         rates.append(n / dt)
-    return statistics.median(rates)
+    return statistics.median(rates), rates
 
 
 def main():
@@ -110,10 +111,12 @@ def main():
     torch.manual_seed(0)
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": B, "models": {}}
     for name, enc, k, make_input in MODELS:
-        sps = bench(enc(), k, make_input(), args.seconds)
-        r = {"steps_per_sec": sps, "samples_per_sec": sps * B, "ms_per_step": 1000.0 / sps}
+        sps, rates = bench(enc(), k, make_input(), args.seconds)
+        r = {"steps_per_sec": sps, "samples_per_sec": sps * B, "ms_per_step": 1000.0 / sps,
+             "repeat_steps_per_sec": [round(x, 2) for x in rates]}
         results["models"][name] = r
         print(f"{name} samples_per_sec={r['samples_per_sec']:.0f} ms_per_step={r['ms_per_step']:.3f}", flush=True)
+    results["loadavg"] = os.getloadavg()  # other work on the 2 cores skews everything
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
