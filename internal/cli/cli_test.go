@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 )
@@ -14,23 +13,6 @@ import (
 // Test-only hidden commands, registered by TestMain in script_test.go so that both these tests
 // and the txtar scripts can run them.
 var testCommands = []*Command{
-	{
-		// testdevice exercises DeviceFlag and CheckDevice the way train uses them.
-		Name:    "testdevice",
-		Summary: "check --device (tests only)",
-		Usage:   "usage: fedweave testdevice [--device cpu|cuda]\n\nExample:\n\n\t$ fedweave testdevice --device cpu\n",
-		Hidden:  true,
-		Flags: func(fs *flag.FlagSet) RunFunc {
-			device := DeviceFlag(fs)
-			return func(ctx context.Context, env *Env, args []string) error {
-				if err := CheckDevice(*device); err != nil {
-					return err
-				}
-				_, err := io.WriteString(env.Stdout, "device "+*device+" ok\n")
-				return err
-			}
-		},
-	},
 	{
 		// testwait waits for ctx to be done, as a long training run does on Ctrl-C.
 		Name:    "testwait",
@@ -64,7 +46,7 @@ func TestMainExitAndOutput(t *testing.T) {
 		{name: "help demo", args: []string{"help", "demo"}, code: 0, stdout: []string{"usage: fedweave demo", "Example:", "--clients number", "(default 4)"}, quietErr: true},
 		{name: "demo -h", args: []string{"demo", "-h"}, code: 0, stdout: []string{"usage: fedweave demo", "--secure protocol"}, quietErr: true},
 		{name: "demo --help", args: []string{"demo", "--help"}, code: 0, stdout: []string{"usage: fedweave demo"}, quietErr: true},
-		{name: "help of hidden command", args: []string{"help", "testdevice"}, code: 0, stdout: []string{"usage: fedweave testdevice"}},
+		{name: "help of hidden command", args: []string{"help", "testwait"}, code: 0, stdout: []string{"usage: fedweave testwait"}},
 		{name: "hidden commands are not listed", args: []string{"help"}, code: 0, stdout: []string{"version"}},
 		{
 			name: "help of unknown command", args: []string{"help", "nosuch"}, code: 2,
@@ -91,12 +73,11 @@ func TestMainExitAndOutput(t *testing.T) {
 		{name: "demo NaN drop", args: []string{"demo", "--drop", "NaN"}, code: 2, stderr: []string{"--drop must be at least 0 and below 1"}},
 		{name: "demo no clients", args: []string{"demo", "--clients", "0"}, code: 2, stderr: []string{"--clients must be at least 1"}},
 		{name: "demo extra argument", args: []string{"demo", "now"}, code: 2, stderr: []string{`unexpected argument "now"`}},
-		{name: "device cpu", args: []string{"testdevice"}, code: 0, stdout: []string{"device cpu ok"}, quietErr: true},
 		{
-			name: "device cuda", args: []string{"testdevice", "--device", "cuda"}, code: 1, quietOut: true,
+			name: "device cuda", args: []string{"train", "--device", "cuda"}, code: 1, quietOut: true,
 			stderr: []string{"fedweave: error: this build of fedweave has no GPU support (built without -tags cuda)\nfedweave: hint: use --device cpu, the default\n"},
 		},
-		{name: "device unknown", args: []string{"testdevice", "--device=tpu"}, code: 2, stderr: []string{`fedweave: error: unknown device "tpu"`, "fedweave: hint: use --device cpu"}},
+		{name: "device unknown", args: []string{"train", "--device=tpu"}, code: 2, stderr: []string{`fedweave: error: unknown device "tpu"`, "fedweave: hint: use --device cpu"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +102,7 @@ func TestMainExitAndOutput(t *testing.T) {
 			if tt.quietErr && stderr.Len() > 0 {
 				t.Errorf("stderr is not empty:\n%s", &stderr)
 			}
-			if strings.Contains(stdout.String(), "testdevice") && tt.args[0] == "help" && len(tt.args) == 1 {
+			if strings.Contains(stdout.String(), "testwait") && tt.args[0] == "help" && len(tt.args) == 1 {
 				t.Errorf("help lists a hidden command:\n%s", &stdout)
 			}
 		})
