@@ -70,6 +70,7 @@ import (
 var commands = []*Command{
 	demoCmd,
 	trainCmd,
+	caCmd,
 	versionCmd,
 }
 
