@@ -1,0 +1,444 @@
+// Package client is the fedweave SDK that partner organisations embed: it joins a federation's
+// task, trains on the partner's own records when the server opens a round, and sends back only
+// its protected update.
+//
+// Start with New and Run:
+//
+//	c, err := client.New(client.Config{
+//		Server: "agg.example.org:7443", Task: "triage",
+//		CertFile: "org-a.crt", KeyFile: "org-a.key", CAFile: "ca.crt",
+//		Source: client.ManifestSource("records.jsonl", dataset.ManifestOptions{}),
+//	})
+//	...
+//	err = c.Run(ctx) // returns when the task is complete
+//
+// Records come from a Source, read once at start; the client holds out a local test split and
+// reports, each round, how the global model it received does on it. The records never leave
+// the client: what leaves is the weighted change of the model's parameters, per parameter group
+// (see models.GroupOf), protected by the task's aggregation protocol. The connection is mutual
+// TLS with the partner's certificate; when the server goes away, Run reconnects with backoff and
+// rejoins the next round.
+//
+// Not here yet: the local sharing policy (which tasks, modalities and purposes the partner
+// allows), secure aggregation protocols (the task's "secure" setting must be none), and an
+// encrypted local store of the partner's records.
+package client
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/fedweave/fedweave/api/fedweave/v1"
+	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/pki"
+	"github.com/fedweave/fedweave/dataset"
+	"github.com/fedweave/fedweave/models"
+)
+
+// ChunkSize is the largest payload the client puts in one message.
+const ChunkSize = 1 << 20
+
+// Source supplies a partner's records.
+type Source interface {
+	Records(ctx context.Context) (*dataset.Dataset, error)
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context) (*dataset.Dataset, error)
+
+func (f SourceFunc) Records(ctx context.Context) (*dataset.Dataset, error) { return f(ctx) }
+
+// DatasetSource serves records already in memory.
+func DatasetSource(d *dataset.Dataset) Source {
+	return SourceFunc(func(context.Context) (*dataset.Dataset, error) { return d, nil })
+}
+
+// ManifestSource reads a JSONL manifest (see dataset.LoadManifest).
+func ManifestSource(path string, opt dataset.ManifestOptions) Source {
+	return SourceFunc(func(context.Context) (*dataset.Dataset, error) { return dataset.LoadManifest(path, opt) })
+}
+
+// Config configures a client.
+type Config struct {
+	Server     string // host:port of the aggregation server
+	ServerName string // name its certificate must carry; default: the host of Server
+	Task       string
+
+	// The partner's identity and the federation CA: either loaded already, or files.
+	Identity                  *pki.Identity
+	CAPool                    *x509.CertPool
+	CertFile, KeyFile, CAFile string
+
+	Source   Source
+	TestFrac float64 // share of records held out for local evaluation; default 0.2
+	Seed     uint64  // the local split and model initialisation
+
+	Logger *slog.Logger // nil: discard
+	// OnRound, if set, is called at each stage of a round ("start", "trained", "end").
+	OnRound func(RoundEvent)
+}
+
+// RoundEvent reports a stage of a round to Config.OnRound.
+type RoundEvent struct {
+	Round     uint64
+	Stage     string         // "start": parameters received; "trained": update sent; "end": round closed
+	Eval      models.Metrics // the received global model on the local test split (from "start" on)
+	Train     models.TrainStats
+	Committed bool // at "end"
+}
+
+// Client is one partner's participation in a task.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	train *dataset.Dataset
+	test  *dataset.Dataset
+}
+
+// Errors Run returns.
+var (
+	// ErrRefused: the server refused this client for good (not a member of the federation, no
+	// such task, a role that may not train).
+	ErrRefused = errors.New("client: refused by the server")
+)
+
+// New checks the configuration, loads the identity and reads the records.
+func New(cfg Config) (*Client, error) {
+	if cfg.Server == "" || cfg.Task == "" || cfg.Source == nil {
+		return nil, fmt.Errorf("client: Server, Task and Source are required")
+	}
+	if cfg.TestFrac == 0 {
+		cfg.TestFrac = 0.2
+	}
+	if !(cfg.TestFrac > 0 && cfg.TestFrac < 1) {
+		return nil, fmt.Errorf("client: TestFrac must be between 0 and 1, got %g", cfg.TestFrac)
+	}
+	if cfg.Identity == nil {
+		id, err := pki.LoadIdentity(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		cfg.Identity = id
+	}
+	if cfg.CAPool == nil {
+		pool, err := pki.LoadPool(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		cfg.CAPool = pool
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(cfg.Server)
+		if err != nil {
+			return nil, fmt.Errorf("client: server address %q: %w", cfg.Server, err)
+		}
+		cfg.ServerName = host
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{cfg: cfg, log: log.With("client", cfg.Identity.Principal.URI())}, nil
+}
+
+// Run takes part in the task until it is complete (nil), ctx ends (ctx's error), or the server
+// refuses the client for good (ErrRefused). Lost connections are retried with backoff.
+func (c *Client) Run(ctx context.Context) error {
+	d, err := c.cfg.Source.Records(ctx)
+	if err != nil {
+		return fmt.Errorf("client: read records: %w", err)
+	}
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("client: records: %w", err)
+	}
+	c.train, c.test = dataset.Split(d, c.cfg.TestFrac, c.cfg.Seed)
+	conn, err := grpc.NewClient(c.cfg.Server,
+		grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLS(c.cfg.Identity, c.cfg.CAPool, c.cfg.ServerName))),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(ChunkSize+64<<10)),
+	)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	defer conn.Close()
+	api := pb.NewFederationClient(conn)
+	backoff := 100 * time.Millisecond
+	for {
+		done, err := c.session(ctx, api)
+		if done {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied, codes.NotFound:
+			return fmt.Errorf("%w: %v", ErrRefused, status.Convert(err).Message())
+		}
+		if err != nil && !errors.Is(err, errRetry) {
+			c.log.Warn("round channel closed; reconnecting", "err", err, "backoff", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+var errRetry = errors.New("client: retry")
+
+// session joins and takes part in rounds over one stream. done reports that the task is
+// complete.
+func (c *Client) session(ctx context.Context, api pb.FederationClient) (done bool, err error) {
+	counts := c.modalityCounts()
+	join, err := api.Join(ctx, &pb.JoinRequest{Task: c.cfg.Task, Modalities: counts, Records: uint64(len(c.train.Records))})
+	if err != nil {
+		return false, err
+	}
+	var spec models.Spec
+	if err := json.Unmarshal(join.GetModelSpec(), &spec); err != nil {
+		return false, fmt.Errorf("client: the server's model spec: %w", err)
+	}
+	m, err := models.New(spec, c.cfg.Seed)
+	if err != nil {
+		return false, fmt.Errorf("client: the server's model spec: %w", err)
+	}
+	if m.LayoutHash() != join.GetLayoutHash() {
+		return false, fmt.Errorf("client: the server's layout hash %.12s does not match its spec (%.12s)", join.GetLayoutHash(), m.LayoutHash())
+	}
+	proto, err := protocolFor(join.GetSecure())
+	if err != nil {
+		return false, err
+	}
+	train, err := m.Encode(c.train)
+	if err != nil {
+		return false, fmt.Errorf("client: local records do not fit the task's model: %w", err)
+	}
+	test, err := m.Encode(c.test)
+	if err != nil {
+		return false, fmt.Errorf("client: local records do not fit the task's model: %w", err)
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := api.Participate(sctx)
+	if err != nil {
+		return false, err
+	}
+	if err := stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Hello{Hello: &pb.Hello{Task: c.cfg.Task}}}); err != nil {
+		return false, err
+	}
+	c.log.Info("joined", "task", c.cfg.Task, "next_round", join.GetNextRound())
+	r := &round{c: c, m: m, train: train, test: test, proto: proto, stream: stream}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			return false, errRetry
+		}
+		if err != nil {
+			return false, err
+		}
+		switch body := msg.Body.(type) {
+		case *pb.ServerMessage_Done:
+			c.log.Info("task complete", "rounds", body.Done.GetRounds())
+			return true, nil
+		case *pb.ServerMessage_Start:
+			if err := r.start(body.Start); err != nil {
+				return false, err
+			}
+		case *pb.ServerMessage_Params:
+			if err := r.params(ctx, body.Params); err != nil {
+				return false, err
+			}
+		case *pb.ServerMessage_Phase:
+			if err := r.phase(body.Phase); err != nil {
+				return false, err
+			}
+		case *pb.ServerMessage_End:
+			e := body.End
+			c.log.Info("round end", "round", e.GetRound(), "committed", e.GetCommitted())
+			c.event(RoundEvent{Round: e.GetRound(), Stage: "end", Committed: e.GetCommitted()})
+			r.agg = nil
+		}
+	}
+}
+
+func (c *Client) event(e RoundEvent) {
+	if c.cfg.OnRound != nil {
+		c.cfg.OnRound(e)
+	}
+}
+
+func (c *Client) modalityCounts() []*pb.ModalityCount {
+	var n [dataset.NumModalities]uint64
+	for _, r := range c.train.Records {
+		for _, m := range dataset.Modalities {
+			if r.Has(m) {
+				n[m]++
+			}
+		}
+	}
+	var out []*pb.ModalityCount
+	for _, m := range dataset.Modalities {
+		if n[m] > 0 {
+			out = append(out, &pb.ModalityCount{Modality: m.String(), Records: n[m]})
+		}
+	}
+	return out
+}
+
+// protocolFor returns the aggregation protocol a task names.
+func protocolFor(name string) (agg.Protocol, error) {
+	if name == "none" {
+		return agg.Plain{}, nil
+	}
+	return nil, fmt.Errorf("%w: the task asks for %q protection, which this client does not support yet", ErrRefused, name)
+}
+
+// round is the client's state in the round in progress.
+type round struct {
+	c           *Client
+	m           *models.Model
+	train, test *models.Encoded
+	proto       agg.Protocol
+	stream      pb.Federation_ParticipateClient
+
+	cur    *pb.RoundStart
+	buf    []byte
+	chunks uint32
+	agg    agg.Client
+	phaseB []byte
+	phaseN uint32
+}
+
+func (r *round) start(s *pb.RoundStart) error {
+	if s.GetLayoutHash() != r.m.LayoutHash() {
+		return fmt.Errorf("client: round %d is for another model layout", s.GetRound())
+	}
+	if s.GetNumParams() != uint64(r.m.NumParams()) || s.GetParamChunks() == 0 {
+		return fmt.Errorf("client: round %d announces %d parameters in %d chunks, the model has %d", s.GetRound(), s.GetNumParams(), s.GetParamChunks(), r.m.NumParams())
+	}
+	r.cur, r.buf, r.chunks, r.agg = s, r.buf[:0], 0, nil
+	return nil
+}
+
+func (r *round) params(ctx context.Context, p *pb.ParamsChunk) error {
+	s := r.cur
+	if s == nil || p.GetRound() != s.GetRound() || p.GetIndex() != r.chunks || p.GetTotal() != s.GetParamChunks() {
+		return fmt.Errorf("client: parameter chunk out of order")
+	}
+	r.buf = append(r.buf, p.GetData()...)
+	r.chunks++
+	if r.chunks < s.GetParamChunks() {
+		return nil
+	}
+	if len(r.buf) != 4*r.m.NumParams() {
+		return fmt.Errorf("client: round %d sent %d bytes of parameters, want %d", s.GetRound(), len(r.buf), 4*r.m.NumParams())
+	}
+	global := make([]float32, r.m.NumParams())
+	for i := range global {
+		global[i] = math.Float32frombits(binary.LittleEndian.Uint32(r.buf[4*i:]))
+	}
+	if err := r.m.SetParams(global, s.GetLayoutHash()); err != nil {
+		return fmt.Errorf("client: round %d: %w", s.GetRound(), err)
+	}
+	return r.trainAndSend(ctx, s, global)
+}
+
+// trainAndSend evaluates the global model, trains locally, and sends the protected update.
+func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []float32) error {
+	c := r.c
+	eval, err := r.m.Evaluate(r.test, models.PredictOptions{})
+	if err != nil {
+		return err
+	}
+	c.event(RoundEvent{Round: s.GetRound(), Stage: "start", Eval: eval})
+	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{
+		Round: s.GetRound(), Records: uint64(eval.N), Accuracy: eval.Accuracy, MacroF1: eval.MacroF1, Loss: eval.Loss,
+	}}}); err != nil {
+		return err
+	}
+	cfg := s.GetConfig()
+	tc := models.TrainConfig{
+		Epochs: int(cfg.GetLocalEpochs()), BatchSize: int(cfg.GetBatchSize()), Optimizer: cfg.GetOptimizer(),
+		LR: cfg.GetLearningRate(), Seed: cfg.GetSeed() ^ c.cfg.Seed, ModalityDropout: cfg.GetModalityDropout(),
+	}
+	if mu := cfg.GetProxMu(); mu > 0 {
+		tc.Prox, tc.Anchor = mu, global
+	}
+	st, err := r.m.Train(ctx, r.train, tc)
+	if err != nil {
+		return fmt.Errorf("client: local training: %w", err)
+	}
+	weights := models.GroupWeights(r.train)
+	in := agg.Input{Values: models.WeightedDelta(r.m.Layout(), r.m.ParamsView(), global, weights), Weights: weights}
+	var hash [32]byte
+	if raw, err := hex.DecodeString(s.GetLayoutHash()); err != nil || len(raw) != len(hash) {
+		return fmt.Errorf("client: round %d: malformed layout hash", s.GetRound())
+	} else {
+		copy(hash[:], raw)
+	}
+	p := agg.Params{Round: s.GetRound(), LayoutHash: hash, NumValues: r.m.NumParams(), NumGroups: models.NumGroups}
+	r.agg, err = r.proto.NewClient(p, int(s.GetIndex()), in)
+	if err != nil {
+		return fmt.Errorf("client: protect update: %w", err)
+	}
+	out, err := r.agg.Phase(0, nil)
+	if err != nil {
+		return fmt.Errorf("client: protect update: %w", err)
+	}
+	if err := sendChunked(r.stream, s.GetRound(), 0, out); err != nil {
+		return err
+	}
+	c.log.Info("update sent", "round", s.GetRound(), "eval_accuracy", eval.Accuracy, "train_loss", st.Loss, "samples_per_sec", int(st.SamplesPerSec))
+	c.event(RoundEvent{Round: s.GetRound(), Stage: "trained", Eval: eval, Train: st})
+	return nil
+}
+
+// phase answers a later protocol phase.
+func (r *round) phase(p *pb.PhaseMessage) error {
+	if r.agg == nil || r.cur == nil || p.GetRound() != r.cur.GetRound() || p.GetIndex() != r.phaseN || p.GetTotal() == 0 {
+		return fmt.Errorf("client: unexpected phase message")
+	}
+	r.phaseB = append(r.phaseB, p.GetData()...)
+	r.phaseN++
+	if r.phaseN < p.GetTotal() {
+		return nil
+	}
+	msg := r.phaseB
+	r.phaseB, r.phaseN = nil, 0
+	out, err := r.agg.Phase(int(p.GetPhase()), msg)
+	if err != nil {
+		return fmt.Errorf("client: phase %d: %w", p.GetPhase(), err)
+	}
+	return sendChunked(r.stream, p.GetRound(), int(p.GetPhase()), out)
+}
+
+func sendChunked(stream pb.Federation_ParticipateClient, round uint64, phase int, msg []byte) error {
+	total := max(1, (len(msg)+ChunkSize-1)/ChunkSize)
+	for i := range total {
+		part := msg[i*ChunkSize : min(len(msg), (i+1)*ChunkSize)]
+		if err := stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Phase{Phase: &pb.PhaseMessage{
+			Round: round, Phase: uint32(phase), Index: uint32(i), Total: uint32(total), Data: part,
+		}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/models"
+)
+
+// Config is the aggregation server's configuration, as `fedweave server --config FILE` reads it
+// (YAML or JSON; unknown fields are errors, so that typos surface).
+type Config struct {
+	Federation    string     `json:"federation"`
+	Listen        string     `json:"listen"`                   // gRPC address, e.g. "127.0.0.1:7443"
+	MetricsListen string     `json:"metrics_listen,omitempty"` // Prometheus /metrics over plain HTTP; empty: off
+	Dir           string     `json:"dir"`                      // state: the encrypted store
+	KeyFile       string     `json:"key_file"`                 // the store's master key (see store.NewKeyFile)
+	TLS           TLSFiles   `json:"tls"`
+	Task          TaskConfig `json:"task"`
+}
+
+// TLSFiles name the server's certificate, key and the federation CA.
+type TLSFiles struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+}
+
+// TaskConfig is one federated training task.
+type TaskConfig struct {
+	Name            string      `json:"name"`
+	Rounds          int         `json:"rounds"`            // rounds to commit
+	MinClients      int         `json:"min_clients"`       // a round needs this many contributions
+	ClientsPerRound int         `json:"clients_per_round"` // cohort size; 0: every connected client
+	Secure          string      `json:"secure"`            // none (secagg and mhe come with their packages)
+	Strategy        string      `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
+	ServerLR        float64     `json:"server_lr,omitempty"`
+	LocalEpochs     int         `json:"local_epochs"`
+	BatchSize       int         `json:"batch_size"`
+	LR              float64     `json:"lr,omitempty"`
+	Optimizer       string      `json:"optimizer,omitempty"`
+	ProxMu          float64     `json:"prox_mu,omitempty"`
+	ModalityDropout float64     `json:"modality_dropout,omitempty"`
+	Seed            uint64      `json:"seed"`
+	RoundTimeout    Duration    `json:"round_timeout"` // time for a cohort's first answer (training included)
+	PhaseTimeout    Duration    `json:"phase_timeout"` // time for every later phase
+	Model           models.Spec `json:"model"`
+}
+
+// Duration is a time.Duration written as "30s" in configs.
+type Duration struct{ time.Duration }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"30s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// LoadConfig reads a config file (YAML or JSON).
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Defaults fills unset fields with fedweave's defaults.
+func (c *Config) Defaults() {
+	t := &c.Task
+	if t.Name == "" {
+		t.Name = "default"
+	}
+	if t.Rounds == 0 {
+		t.Rounds = 5
+	}
+	if t.MinClients == 0 {
+		t.MinClients = 2
+	}
+	if t.Secure == "" {
+		t.Secure = "none"
+	}
+	if t.Strategy == "" {
+		t.Strategy = string(FedAvg)
+	}
+	if t.LocalEpochs == 0 {
+		t.LocalEpochs = 1
+	}
+	if t.BatchSize == 0 {
+		t.BatchSize = 64
+	}
+	if t.Optimizer == "" {
+		t.Optimizer = "adam"
+	}
+	if t.RoundTimeout.Duration == 0 {
+		t.RoundTimeout.Duration = 5 * time.Minute
+	}
+	if t.PhaseTimeout.Duration == 0 {
+		t.PhaseTimeout.Duration = 30 * time.Second
+	}
+}
+
+// Validate reports every problem of the config at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Federation == "" {
+		bad("federation: required")
+	}
+	if c.Dir == "" {
+		bad("dir: required")
+	}
+	t := &c.Task
+	if t.Rounds < 1 {
+		bad("task.rounds: must be at least 1")
+	}
+	if t.MinClients < 1 {
+		bad("task.min_clients: must be at least 1")
+	}
+	if t.ClientsPerRound != 0 && t.ClientsPerRound < t.MinClients {
+		bad("task.clients_per_round: %d is below min_clients %d", t.ClientsPerRound, t.MinClients)
+	}
+	if _, err := ProtocolFor(t.Secure); err != nil {
+		bad("task.secure: %v", err)
+	}
+	st, err := ParseStrategy(t.Strategy)
+	if err != nil {
+		bad("task.strategy: %v", err)
+	}
+	if st == FedProx && t.ProxMu <= 0 {
+		bad("task.prox_mu: fedprox needs a positive prox_mu")
+	}
+	if t.LocalEpochs < 1 || t.BatchSize < 1 {
+		bad("task.local_epochs and task.batch_size: must be at least 1")
+	}
+	if !(t.ModalityDropout >= 0 && t.ModalityDropout < 1) {
+		bad("task.modality_dropout: must be from 0 to below 1")
+	}
+	if err := t.Model.Validate(); err != nil {
+		bad("task.model: %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+// ProtocolFor returns the aggregation protocol named by a config's secure field.
+func ProtocolFor(name string) (agg.Protocol, error) {
+	switch name {
+	case "none":
+		return agg.Plain{}, nil
+	case "secagg", "mhe":
+		return nil, fmt.Errorf("%q is not built yet; use none", name)
+	}
+	return nil, fmt.Errorf("unknown protection %q (want none, secagg or mhe)", name)
+}
