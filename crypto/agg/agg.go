@@ -107,13 +107,14 @@ type Client interface {
 // Server is the server's side of one round.
 type Server interface {
 	// Receive takes the message of cohort member from for the current phase. An error means the
-	// message was refused and the client's input will not be used; the round goes on.
+	// message was refused, the client's input will not be used and a further message from it
+	// in the same phase is refused too; the round goes on.
 	Receive(from int, msg []byte) error
 	// Next closes the current phase. If the aggregate is ready, done is true and Result returns
 	// it. Otherwise out holds the message for each client that must answer the next phase.
 	// ErrTooFewClients means the round cannot complete.
 	Next() (out map[int][]byte, done bool, err error)
-	// Result returns the aggregate once Next has reported done.
+	// Result returns the aggregate once Next has reported done. The slices belong to the caller.
 	Result() (Sum, error)
 }
 

@@ -3,6 +3,7 @@ package agg
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -69,11 +70,16 @@ func (s *plainServer) Receive(from int, msg []byte) error {
 	if s.seen[from] {
 		return fmt.Errorf("%w: a second update from the same client in round %d", ErrBadMessage, s.p.Round)
 	}
+	s.seen[from] = true // a refused client does not get a second try in the same round
 	in, err := DecodePlain(s.p, msg)
 	if err != nil {
+		if !errors.Is(err, ErrBadMessage) {
+			// Non-finite or negative numbers are ErrBadInput to the client that holds them;
+			// to the server they are a message to refuse like any other.
+			err = fmt.Errorf("%w: %w", ErrBadMessage, err)
+		}
 		return err
 	}
-	s.seen[from] = true
 	for i, v := range in.Values {
 		s.sum.Values[i] += float64(v)
 	}
@@ -96,8 +102,8 @@ func (s *plainServer) Result() (Sum, error) {
 	if !s.done {
 		return Sum{}, fmt.Errorf("agg: result before the round is done")
 	}
-	sum := s.sum
-	sum.Contributors = slices.Sorted(slices.Values(sum.Contributors))
+	sum := Sum{Values: slices.Clone(s.sum.Values), Weights: slices.Clone(s.sum.Weights)}
+	sum.Contributors = slices.Sorted(slices.Values(s.sum.Contributors))
 	return sum, nil
 }
 
