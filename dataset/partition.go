@@ -234,16 +234,22 @@ var AllModalities = Availability{true, true, true}
 // String lists the available modalities joined by "+", e.g. "text+tabular",
 // or "none".
 func (a Availability) String() string {
+	names := a.Names()
+	if names == nil {
+		return "none"
+	}
+	return strings.Join(names, "+")
+}
+
+// Names lists the available modalities, in canonical order.
+func (a Availability) Names() []string {
 	var names []string
 	for _, m := range Modalities {
 		if a[m] {
 			names = append(names, m.String())
 		}
 	}
-	if names == nil {
-		return "none"
-	}
-	return strings.Join(names, "+")
+	return names
 }
 
 // ApplyAvailability returns d with every unavailable modality removed from

@@ -45,7 +45,7 @@ type RoundRecord struct {
 	Cohort       int       `json:"cohort"`
 	Participants []string  `json:"participants"` // principals whose update is in the aggregate
 	Dropped      int       `json:"dropped"`      // cohort members who did not contribute
-	Refused      int       `json:"refused"`      // of those, refused for a bad message
+	Refused      int       `json:"refused"`      // cohort members refused for a bad message; one whose valid update was accepted before is also a participant
 	EvalRecords  uint64    `json:"eval_records"`
 	EvalAccuracy float64   `json:"eval_accuracy"` // clients' evaluation of the round's starting model, weighted by records
 	EvalLoss     float64   `json:"eval_loss"`
@@ -84,8 +84,11 @@ func decodeCheckpoint(b []byte, hash [32]byte, n int) ([]float32, OptState, erro
 	if !bytes.Equal(b[4:36], hash[:]) {
 		return nil, OptState{}, fmt.Errorf("%w: made for another model layout", errCorrupt)
 	}
-	if int(binary.LittleEndian.Uint32(b[36:])) != n {
+	if n < 1 || int(binary.LittleEndian.Uint32(b[36:])) != n {
 		return nil, OptState{}, fmt.Errorf("%w: wrong parameter count", errCorrupt)
+	}
+	if b[40] > 1 {
+		return nil, OptState{}, fmt.Errorf("%w: bad optimizer-state flag", errCorrupt)
 	}
 	withOpt := b[40] == 1
 	vectors := 1

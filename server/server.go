@@ -256,6 +256,19 @@ func (s *Server) Params() (uint64, []float32) {
 	return s.head.Round, slices.Clone(s.params)
 }
 
+// Connected is the number of clients with an open round channel.
+func (s *Server) Connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, ss := range s.sessions {
+		if ss.alive() {
+			n++
+		}
+	}
+	return n
+}
+
 // Spec returns the task's model spec.
 func (s *Server) Spec() models.Spec { return s.spec }
 
@@ -565,8 +578,10 @@ func (s *Server) handle(in inbound, r uint64, phase int, members map[*session]*m
 			s.refuse(in.s, m, codes.FailedPrecondition, fmt.Sprintf("message for round %d, the open round is %d", p.Round, r))
 		case m == nil || m.out:
 			s.refuse(in.s, m, codes.FailedPrecondition, fmt.Sprintf("not in the cohort of round %d", r))
-		case int(p.Phase) != phase || m.answered:
-			s.refuse(in.s, m, codes.InvalidArgument, fmt.Sprintf("message for phase %d, expected none or phase %d", p.Phase, phase))
+		case int(p.Phase) != phase:
+			s.refuse(in.s, m, codes.InvalidArgument, fmt.Sprintf("message for phase %d, the open phase is %d", p.Phase, phase))
+		case m.answered:
+			s.refuse(in.s, m, codes.InvalidArgument, fmt.Sprintf("a further message for phase %d, which this client has already answered or was not asked to answer", phase))
 		case p.Total == 0 || p.Index != m.chunks || (m.chunks > 0 && p.Total != m.total):
 			s.refuse(in.s, m, codes.InvalidArgument, fmt.Sprintf("chunk %d of %d out of order or replayed", p.Index, p.Total))
 		case len(p.Data) > ChunkSize || len(m.buf)+len(p.Data) > maxMsg:

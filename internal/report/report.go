@@ -49,6 +49,8 @@ func PlotPath(reportPath string) string {
 type Series struct {
 	Name string
 	X, Y []float64
+	// Reference draws the series as a dashed line without points: a baseline to compare with.
+	Reference bool
 }
 
 // Lines draws the series as a PNG line plot with points, 16 x 10 cm.
@@ -58,8 +60,10 @@ func Lines(path, title, xLabel, yLabel string, series ...Series) error {
 	p.X.Label.Text = xLabel
 	p.Y.Label.Text = yLabel
 	p.Add(plotter.NewGrid())
-	p.Legend.Top = true
+	p.Legend.Top = false
 	p.Legend.Left = false
+	p.Legend.XOffs = -vg.Millimeter
+	p.Legend.YOffs = vg.Millimeter
 	for i, s := range series {
 		if len(s.X) != len(s.Y) {
 			return fmt.Errorf("report: series %q has %d x and %d y values", s.Name, len(s.X), len(s.Y))
@@ -68,11 +72,22 @@ func Lines(path, title, xLabel, yLabel string, series ...Series) error {
 		for j := range s.X {
 			pts[j].X, pts[j].Y = s.X[j], s.Y[j]
 		}
+		c := palette[i%len(palette)]
+		if s.Reference {
+			line, err := plotter.NewLine(pts)
+			if err != nil {
+				return fmt.Errorf("report: series %q: %w", s.Name, err)
+			}
+			line.Color, line.Width = c, vg.Points(1.2)
+			line.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+			p.Add(line)
+			p.Legend.Add(s.Name, line)
+			continue
+		}
 		line, points, err := plotter.NewLinePoints(pts)
 		if err != nil {
 			return fmt.Errorf("report: series %q: %w", s.Name, err)
 		}
-		c := palette[i%len(palette)]
 		line.Color, points.Color = c, c
 		line.Width = vg.Points(1.5)
 		p.Add(line, points)
