@@ -14,8 +14,8 @@
 //
 // Records come from a Source, read once at start; the client holds out a local test split and
 // reports, each round, how the global model it received does on it. The records never leave
-// the client: what leaves is the weighted change of the model's parameters, per parameter group
-// (see models.GroupOf), protected by the task's aggregation protocol. The connection is mutual
+// the client: what leaves is the change of the model's parameters and, per parameter group (see
+// models.GroupOf), how many records fed it, protected by the task's aggregation protocol. The connection is mutual
 // TLS with the partner's certificate; when the server goes away, Run reconnects with backoff and
 // rejoins the next round.
 //
@@ -245,7 +245,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (done boo
 		return false, err
 	}
 	c.log.Info("joined", "task", c.cfg.Task, "next_round", join.GetNextRound())
-	r := &round{c: c, m: m, train: train, test: test, proto: proto, stream: stream}
+	r := &round{c: c, m: m, train: train, test: test, proto: proto, stream: stream, groups: models.ParamGroups(m.Layout())}
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -318,6 +318,7 @@ type round struct {
 	train, test *models.Encoded
 	proto       agg.Protocol
 	stream      pb.Federation_ParticipateClient
+	groups      []uint8
 
 	cur    *pb.RoundStart
 	buf    []byte
@@ -387,14 +388,18 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 		return fmt.Errorf("client: local training: %w", err)
 	}
 	weights := models.GroupWeights(r.train)
-	in := agg.Input{Values: models.WeightedDelta(r.m.Layout(), r.m.ParamsView(), global, weights), Weights: weights}
+	delta := make([]float32, len(global))
+	for i, v := range r.m.ParamsView() {
+		delta[i] = v - global[i]
+	}
+	in := agg.Input{Values: delta, Weights: weights}
 	var hash [32]byte
 	if raw, err := hex.DecodeString(s.GetLayoutHash()); err != nil || len(raw) != len(hash) {
 		return fmt.Errorf("client: round %d: malformed layout hash", s.GetRound())
 	} else {
 		copy(hash[:], raw)
 	}
-	p := agg.Params{Round: s.GetRound(), LayoutHash: hash, NumValues: r.m.NumParams(), NumGroups: models.NumGroups}
+	p := agg.Params{Round: s.GetRound(), LayoutHash: hash, NumValues: r.m.NumParams(), NumGroups: models.NumGroups, Groups: r.groups}
 	r.agg, err = r.proto.NewClient(p, int(s.GetIndex()), in)
 	if err != nil {
 		return fmt.Errorf("client: protect update: %w", err)

@@ -54,15 +54,14 @@ func GroupWeights(d *Encoded) []float64 {
 	return w
 }
 
-// WeightedDelta returns w_g(i) * (local_i - global_i) for every value i of the layout: the
-// update a client contributes to modality-aware aggregation.
-func WeightedDelta(l *Layout, local, global []float32, weights []float64) []float32 {
-	out := make([]float32, len(local))
+// ParamGroups returns the group of every value of the layout's vector.
+func ParamGroups(l *Layout) []uint8 {
+	g := make([]uint8, l.Size())
 	for _, s := range l.Segments {
-		w := float32(weights[GroupOf(s.Name)])
+		gi := uint8(GroupOf(s.Name))
 		for i := s.Offset; i < s.Offset+s.Size(); i++ {
-			out[i] = w * (local[i] - global[i])
+			g[i] = gi
 		}
 	}
-	return out
+	return g
 }

@@ -11,7 +11,7 @@
 // The cohort is chosen among the connected, authenticated clients; a round needs MinClients
 // contributions. Aggregation goes through an agg.Protocol, so the server learns only what the
 // protocol reveals (with "none", every update; with secure aggregation, the sum). Clients send
-// deltas weighted per parameter group (see models.GroupOf), so that a client without a modality does not
+// deltas with a weight per parameter group (see models.GroupOf), so that a client without a modality does not
 // dilute that modality's encoder. Every client message is validated (framing, round, phase,
 // size, layout hash, finite values) and a bad one ends that client's stream with a status that
 // says why; it is never aggregated, and the round goes on without it. A client that drops out is
@@ -83,6 +83,7 @@ type Server struct {
 	layout   *models.Layout
 	hash     string
 	hashRaw  [32]byte
+	groups   []uint8 // parameter group of every value
 	params   []float32
 	optState OptState
 	head     head
@@ -165,6 +166,7 @@ func (s *Server) restore() error {
 		return fmt.Errorf("server: model: %w", err)
 	}
 	s.layout, s.hash = m.Layout(), m.LayoutHash()
+	s.groups = models.ParamGroups(s.layout)
 	raw, _ := hex.DecodeString(s.hash)
 	copy(s.hashRaw[:], raw)
 	specJSON, _ := json.Marshal(s.spec)
@@ -395,7 +397,7 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	rec := RoundRecord{Round: r, Cohort: len(cohort), Started: start.UTC()}
 	s.log.Info("round start", "round", r, "cohort", len(cohort))
 
-	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups}
+	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups, Groups: s.groups}
 	srv, err := s.proto.NewServer(aggParams, len(cohort))
 	if err != nil {
 		return rec, fmt.Errorf("server: round %d: %w", r, err)

@@ -9,11 +9,14 @@
 // that the server and the client drive all of them the same way over gRPC, and tests drive them
 // in memory (see Run) and through one conformance suite (package aggtest).
 //
-// What is aggregated is an Input: a vector of values that the client has already weighted by the
-// number of its samples that fed each parameter group, and the group weights themselves. The
-// server learns the Sum of the cohort's inputs: values and weights added up. Dividing one by the
-// other per group is the server's business (package server), so a client that lacks a modality
-// adds zero to that encoder's values and zero to its weight, and does not dilute it.
+// What is aggregated is an Input: a vector of values (a client's change of the model's
+// parameters) and one weight per parameter group (how many of its samples fed that group; each
+// value belongs to one group, Params.Groups). The server learns the Sum of the cohort's inputs:
+// for every value the weighted sum of the clients' values, and the sum of the weights per group.
+// Dividing one by the other is the server's business (package server), so a client that lacks a
+// modality adds zero to that encoder's values and zero to its weight, and does not dilute it.
+// Protocols that work on integers (SecAgg+, BGV) multiply an integer weight into a fixed-point
+// value, so each client's value keeps its full precision whatever its weight.
 //
 // The plaintext protocol reveals every client's input to the server. It exists for baselines
 // and debugging; a policy can forbid it.
@@ -32,6 +35,7 @@ type Params struct {
 	LayoutHash [32]byte // the model layout the values belong to
 	NumValues  int      // length of Input.Values
 	NumGroups  int      // length of Input.Weights
+	Groups     []uint8  // the group of every value: len NumValues, each < NumGroups
 }
 
 // Validate reports parameters no protocol can run with.
@@ -42,17 +46,25 @@ func (p Params) Validate() error {
 	if p.NumGroups < 1 || p.NumGroups > MaxGroups {
 		return fmt.Errorf("agg: %d groups, want 1 to %d", p.NumGroups, MaxGroups)
 	}
+	if len(p.Groups) != p.NumValues {
+		return fmt.Errorf("agg: %d group indices for %d values", len(p.Groups), p.NumValues)
+	}
+	for i, g := range p.Groups {
+		if int(g) >= p.NumGroups {
+			return fmt.Errorf("agg: value %d in group %d of %d", i, g, p.NumGroups)
+		}
+	}
 	return nil
 }
 
 // Limits on the shape of an aggregation, so that a decoder can bound what it allocates.
 const (
 	MaxValues = 1 << 28
-	MaxGroups = 1 << 10
+	MaxGroups = 256
 )
 
-// Input is one client's contribution. Values are already weighted; Weights has one entry per
-// parameter group. All must be finite; weights must be non-negative.
+// Input is one client's contribution: its values, and the weight of each parameter group. All
+// must be finite; weights must be non-negative.
 type Input struct {
 	Values  []float32
 	Weights []float64
@@ -79,7 +91,8 @@ func (in Input) Check(p Params) error {
 	return nil
 }
 
-// Sum is what the server learns: the element-wise sums of the contributors' values and weights.
+// Sum is what the server learns: Values[i] is the sum over contributors of
+// Weights[Groups[i]] * Values[i], and Weights[g] the sum of their weights of group g.
 type Sum struct {
 	Values       []float64
 	Weights      []float64

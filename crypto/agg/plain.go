@@ -81,7 +81,7 @@ func (s *plainServer) Receive(from int, msg []byte) error {
 		return err
 	}
 	for i, v := range in.Values {
-		s.sum.Values[i] += float64(v)
+		s.sum.Values[i] += in.Weights[s.p.Groups[i]] * float64(v)
 	}
 	for i, w := range in.Weights {
 		s.sum.Weights[i] += w

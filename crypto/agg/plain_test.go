@@ -35,6 +35,7 @@ var codecParams = agg.Params{
 	LayoutHash: [32]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31},
 	NumValues:  3,
 	NumGroups:  2,
+	Groups:     []uint8{0, 0, 1},
 }
 
 // codecInput is the input of testdata/plain-v1.hex.
@@ -190,12 +191,12 @@ func TestPlainReceiveBadNumbers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Result: %v", err)
 	}
-	if want := []float64{1.5, -0.25, 0}; !slices.Equal(sum.Values, want) || !slices.Equal(sum.Contributors, []int{2}) {
+	if want := []float64{15, -2.5, 0}; !slices.Equal(sum.Values, want) || !slices.Equal(sum.Contributors, []int{2}) {
 		t.Errorf("sum %v, want values %v from client 2", sum, want)
 	}
 }
 
-// Whole numbers, as values and weights, add up exactly.
+// Whole numbers, as values and weights, add up exactly: each value times its group's weight.
 func TestPlainExactIntegers(t *testing.T) {
 	inputs := []agg.Input{
 		{Values: []float32{1 << 20, -3, 0}, Weights: []float64{1 << 40, 1}},
@@ -206,7 +207,12 @@ func TestPlainExactIntegers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := agg.Sum{Values: []float64{1<<21 - 1<<24, 3, 0}, Weights: []float64{1<<40 + 4, 3}, Contributors: []int{1, 2, 3}}
+	// Values 0 and 1 are in group 0, value 2 in group 1 (codecParams).
+	want := agg.Sum{
+		Values:       []float64{1<<60 + 1<<20 - 3<<24, -3<<40 + 5 + 3, 0*1 + 0*(-7) + 2*7},
+		Weights:      []float64{1<<40 + 4, 3},
+		Contributors: []int{1, 2, 3},
+	}
 	if !slices.Equal(sum.Values, want.Values) || !slices.Equal(sum.Weights, want.Weights) || !slices.Equal(sum.Contributors, want.Contributors) {
 		t.Errorf("sum %v, want %v", sum, want)
 	}
@@ -269,5 +275,9 @@ func headerParams(b []byte) (agg.Params, bool) {
 		NumGroups: int(binary.LittleEndian.Uint32(b[48:])),
 	}
 	copy(p.LayoutHash[:], b[12:44])
+	if p.NumValues > 1<<20 {
+		return agg.Params{}, false
+	}
+	p.Groups = make([]uint8, p.NumValues)
 	return p, p.Validate() == nil
 }

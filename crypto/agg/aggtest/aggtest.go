@@ -71,7 +71,19 @@ func params() agg.Params {
 		LayoutHash: sha256.Sum256([]byte("fedweave aggtest layout")),
 		NumValues:  37,
 		NumGroups:  3,
+		Groups:     groupsOf(37, 3),
 	}
+}
+
+// groupsOf lays n values out in g groups of consecutive runs of nearly equal length.
+func groupsOf(n, g int) []uint8 {
+	out := make([]uint8, n)
+	for grp := range g {
+		for i := grp * n / g; i < (grp+1)*n/g; i++ {
+			out[i] = uint8(grp)
+		}
+	}
+	return out
 }
 
 // groupValues returns the range [lo, hi) of the values in parameter group g of p, as the suite
@@ -105,7 +117,8 @@ func withoutGroup(p agg.Params, in agg.Input, g int) {
 	in.Weights[g] = 0
 }
 
-// reference returns the sum of the inputs of the given cohort members (1-based), in float64.
+// reference returns the weighted sum of the inputs of the given cohort members (1-based), in
+// float64.
 func reference(p agg.Params, inputs []agg.Input, contributors []int) agg.Sum {
 	sum := agg.Sum{
 		Values:       make([]float64, p.NumValues),
@@ -115,7 +128,7 @@ func reference(p agg.Params, inputs []agg.Input, contributors []int) agg.Sum {
 	for _, idx := range contributors {
 		in := inputs[idx-1]
 		for i, v := range in.Values {
-			sum.Values[i] += float64(v)
+			sum.Values[i] += in.Weights[p.Groups[i]] * float64(v)
 		}
 		for g, w := range in.Weights {
 			sum.Weights[g] += w

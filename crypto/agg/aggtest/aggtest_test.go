@@ -144,7 +144,7 @@ func (s *stagedServer) Result() (agg.Sum, error) {
 	}
 	for _, in := range s.updates {
 		for i, v := range in.Values {
-			sum.Values[i] += float64(v)
+			sum.Values[i] += in.Weights[s.p.Groups[i]] * float64(v)
 		}
 		for g, w := range in.Weights {
 			sum.Weights[g] += w
