@@ -399,7 +399,7 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	} else {
 		copy(hash[:], raw)
 	}
-	p := agg.Params{Round: s.GetRound(), LayoutHash: hash, NumValues: r.m.NumParams(), NumGroups: models.NumGroups, Groups: r.groups}
+	p := agg.Params{Round: s.GetRound(), LayoutHash: hash, NumValues: r.m.NumParams(), NumGroups: models.NumGroups, Groups: r.groups, MaxWeight: s.GetMaxWeight()}
 	r.agg, err = r.proto.NewClient(p, int(s.GetIndex()), in)
 	if err != nil {
 		return fmt.Errorf("client: protect update: %w", err)

@@ -95,6 +95,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by principal URI
+	joined   map[string]uint64   // training records each client declared at Join, by principal URI
 	inbox    chan inbound
 	done     chan struct{} // closed when the task is complete
 	closed   bool
@@ -139,6 +140,7 @@ func New(cfg Config, opt Options) (*Server, error) {
 		strat:    Update{Strategy: strat, LR: cfg.Task.ServerLR},
 		spec:     cfg.Task.Model,
 		sessions: map[string]*session{},
+		joined:   map[string]uint64{},
 		inbox:    make(chan inbound, 64),
 		done:     make(chan struct{}),
 		metrics:  newMetrics(),
@@ -397,7 +399,13 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	rec := RoundRecord{Round: r, Cohort: len(cohort), Started: start.UTC()}
 	s.log.Info("round start", "round", r, "cohort", len(cohort))
 
-	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups, Groups: s.groups}
+	s.mu.Lock()
+	var maxWeight uint64
+	for _, ss := range cohort {
+		maxWeight = max(maxWeight, s.joined[ss.key])
+	}
+	s.mu.Unlock()
+	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups, Groups: s.groups, MaxWeight: maxWeight}
 	srv, err := s.proto.NewServer(aggParams, len(cohort))
 	if err != nil {
 		return rec, fmt.Errorf("server: round %d: %w", r, err)
@@ -416,7 +424,7 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		ok := ss.send(&pb.ServerMessage{Body: &pb.ServerMessage_Start{Start: &pb.RoundStart{
 			Round: r, Config: cfg, LayoutHash: s.hash, NumParams: uint64(len(params)),
 			ParamChunks: uint32(len(chunks)), Index: uint32(m.index), CohortSize: uint32(len(cohort)),
-			DeadlineMs: uint64(t.RoundTimeout.Milliseconds()),
+			DeadlineMs: uint64(t.RoundTimeout.Milliseconds()), MaxWeight: maxWeight,
 		}}})
 		for j, c := range chunks {
 			ok = ok && ss.send(&pb.ServerMessage{Body: &pb.ServerMessage_Params{Params: &pb.ParamsChunk{Round: r, Index: uint32(j), Total: uint32(len(chunks)), Data: c}}})

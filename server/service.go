@@ -52,6 +52,7 @@ func (h *service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 	spec, _ := json.Marshal(h.s.spec)
 	h.s.mu.Lock()
 	next := h.s.head.NextRound
+	h.s.joined[p.URI()] = req.GetRecords()
 	h.s.mu.Unlock()
 	h.s.log.Info("client joined", "client", p.URI(), "records", req.GetRecords())
 	return &pb.JoinResponse{

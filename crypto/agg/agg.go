@@ -36,6 +36,10 @@ type Params struct {
 	NumValues  int      // length of Input.Values
 	NumGroups  int      // length of Input.Weights
 	Groups     []uint8  // the group of every value: len NumValues, each < NumGroups
+	// MaxWeight bounds every client's weight of every group (0: no bound). Protocols over
+	// integers need it to size their modulus so that sums never wrap; the server sets it from
+	// what the cohort declared when it joined.
+	MaxWeight uint64
 }
 
 // Validate reports parameters no protocol can run with.

@@ -518,7 +518,12 @@ type RoundStart struct {
 	Index      uint32 `protobuf:"varint,6,opt,name=index,proto3" json:"index,omitempty"`
 	CohortSize uint32 `protobuf:"varint,7,opt,name=cohort_size,json=cohortSize,proto3" json:"cohort_size,omitempty"`
 	// How long the client has for its first answer, in milliseconds.
-	DeadlineMs    uint64 `protobuf:"varint,8,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	DeadlineMs uint64 `protobuf:"varint,8,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	// The largest weight (training records) any cohort member may give a parameter group, as the
+	// cohort declared when it joined; integer protocols size their modulus from it.
+	MaxWeight uint64 `protobuf:"varint,9,opt,name=max_weight,json=maxWeight,proto3" json:"max_weight,omitempty"`
+	// The aggregation protocol's settings for this round (JSON; empty for "none").
+	Protocol      []byte `protobuf:"bytes,10,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,6 +612,20 @@ func (x *RoundStart) GetDeadlineMs() uint64 {
 		return x.DeadlineMs
 	}
 	return 0
+}
+
+func (x *RoundStart) GetMaxWeight() uint64 {
+	if x != nil {
+		return x.MaxWeight
+	}
+	return 0
+}
+
+func (x *RoundStart) GetProtocol() []byte {
+	if x != nil {
+		return x.Protocol
+	}
+	return nil
 }
 
 type RoundConfig struct {
@@ -1087,7 +1106,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x05phase\x18\x03 \x01(\v2\x19.fedweave.v1.PhaseMessageH\x00R\x05phase\x12)\n" +
 	"\x03end\x18\x04 \x01(\v2\x15.fedweave.v1.RoundEndH\x00R\x03end\x12+\n" +
 	"\x04done\x18\x05 \x01(\v2\x15.fedweave.v1.TaskDoneH\x00R\x04doneB\x06\n" +
-	"\x04body\"\x8f\x02\n" +
+	"\x04body\"\xca\x02\n" +
 	"\n" +
 	"RoundStart\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x120\n" +
@@ -1101,7 +1120,11 @@ const file_federation_proto_rawDesc = "" +
 	"\vcohort_size\x18\a \x01(\rR\n" +
 	"cohortSize\x12\x1f\n" +
 	"\vdeadline_ms\x18\b \x01(\x04R\n" +
-	"deadlineMs\"\x86\x02\n" +
+	"deadlineMs\x12\x1d\n" +
+	"\n" +
+	"max_weight\x18\t \x01(\x04R\tmaxWeight\x12\x1a\n" +
+	"\bprotocol\x18\n" +
+	" \x01(\fR\bprotocol\"\x86\x02\n" +
 	"\vRoundConfig\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12!\n" +
 	"\flocal_epochs\x18\x02 \x01(\rR\vlocalEpochs\x12\x1d\n" +
