@@ -178,9 +178,13 @@ func (c *Client) Run(ctx context.Context) error {
 	api := pb.NewFederationClient(conn)
 	backoff := 100 * time.Millisecond
 	for {
+		started := time.Now()
 		done, err := c.session(ctx, api)
 		if done {
 			return nil
+		}
+		if time.Since(started) > time.Minute {
+			backoff = 100 * time.Millisecond // a long session ended: start the backoff afresh
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

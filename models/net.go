@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -40,10 +41,17 @@ type net struct {
 	vm        G.VM
 }
 
+// buildMu serialises graph construction: gorgonia numbers node groups from an unsynchronised
+// package counter (internal/encoding.NewGroup), so two graphs built at once race. Running built
+// graphs concurrently is safe.
+var buildMu sync.Mutex
+
 // buildNet builds the graph of spec for batch size batch over backing (a []float32 or []float64
 // of the layout's size; nil of either type to probe the layout). With train set, it also builds
 // the gradient of the loss with respect to every trainable parameter.
 func buildNet(spec *Spec, backing any, batch int, train bool) (*net, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	b, err := nn.NewBuilder(backing)
 	if err != nil {
 		return nil, err

@@ -95,7 +95,7 @@ func (r *recordingAgg) Receive(from int, msg []byte) error {
 // bound; and what is aggregated is finite.
 func FuzzHandlePhase(f *testing.F) {
 	const round = 5
-	p := agg.Params{Round: round, NumValues: 3, NumGroups: 2}
+	p := agg.Params{Round: round, NumValues: 3, NumGroups: 2, Groups: []uint8{0, 1, 1}}
 	valid := agg.EncodePlain(p, agg.Input{Values: []float32{1, -1, 0.5}, Weights: []float64{2, 1}})
 	// One op is 8 bytes: kind, sender, round offset, phase, index, total, data offset, data length.
 	f.Add([]byte{3, 0, 0, 0, 0, 1, 0, 0})                         // a valid update
@@ -103,8 +103,8 @@ func FuzzHandlePhase(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 0, 2, 0, 40, 0, 1, 0, 0, 1, 2, 40, 60})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 2, 0, 2, 1, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{0, 2, 255, 1, 0, 0, 0, 0})
+	s := &Server{log: slog.New(slog.DiscardHandler), metrics: newMetrics()} // handle only counts in metrics
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		s := &Server{log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
 		srv, err := agg.Plain{}.NewServer(p, 2)
 		if err != nil {
 			t.Fatal(err)
