@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -177,6 +178,7 @@ func (c *Client) Run(ctx context.Context) error {
 	defer conn.Close()
 	api := pb.NewFederationClient(conn)
 	backoff := 100 * time.Millisecond
+	handshakes := 0 // failed TLS handshakes in a row
 	for {
 		started := time.Now()
 		done, err := c.session(ctx, api)
@@ -192,6 +194,16 @@ func (c *Client) Run(ctx context.Context) error {
 		switch status.Code(err) {
 		case codes.Unauthenticated, codes.PermissionDenied, codes.NotFound:
 			return fmt.Errorf("%w: %v", ErrRefused, status.Convert(err).Message())
+		case codes.Unavailable:
+			// A server that is down refuses the connection; one whose certificate does not
+			// verify (another CA, another name) fails the handshake every time.
+			if strings.Contains(status.Convert(err).Message(), "handshake failed") {
+				if handshakes++; handshakes >= 3 {
+					return fmt.Errorf("%w: the TLS handshake with the server failed: %v", ErrRefused, status.Convert(err).Message())
+				}
+			} else {
+				handshakes = 0
+			}
 		}
 		if err != nil && !errors.Is(err, errRetry) {
 			c.log.Warn("round channel closed; reconnecting", "err", err, "backoff", backoff)

@@ -50,12 +50,12 @@ func TestMainExitAndOutput(t *testing.T) {
 		{name: "hidden commands are not listed", args: []string{"help"}, code: 0, stdout: []string{"version"}},
 		{
 			name: "help of unknown command", args: []string{"help", "nosuch"}, code: 2,
-			stderr: []string{`fedweave: error: unknown command "nosuch"`, "fedweave: hint: the commands are demo, train, ca, version, help"},
+			stderr: []string{`fedweave: error: unknown command "nosuch"`, "fedweave: hint: the commands are demo, train, ca, server, client, policy, audit, version, help"},
 		},
 		{name: "help with two commands", args: []string{"help", "demo", "version"}, code: 2, stderr: []string{"fedweave: error: help takes one command"}},
 		{
 			name: "unknown command", args: []string{"frobnicate"}, code: 2, quietOut: true,
-			stderr: []string{"fedweave: error: unknown command \"frobnicate\"\nfedweave: hint: the commands are demo, train, ca, version, help; run \"fedweave help\" for what they do\n"},
+			stderr: []string{"fedweave: error: unknown command \"frobnicate\"\nfedweave: hint: the commands are demo, train, ca, server, client, policy, audit, version, help; run \"fedweave help\" for what they do\n"},
 		},
 		{name: "flag before command", args: []string{"--rounds", "3", "demo"}, code: 2, stderr: []string{"fedweave: error: flag --rounds must follow a command", "fedweave: hint: "}},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"fedweave ", " go1."}, quietErr: true},
