@@ -71,6 +71,10 @@ var commands = []*Command{
 	demoCmd,
 	trainCmd,
 	caCmd,
+	serverCmd,
+	clientCmd,
+	policyCmd,
+	auditCmd,
 	versionCmd,
 }
 
