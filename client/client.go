@@ -19,8 +19,11 @@
 // TLS with the partner's certificate; when the server goes away, Run reconnects with backoff and
 // rejoins the next round.
 //
-// Not here yet: the local sharing policy (which tasks, modalities and purposes the partner
-// allows), secure aggregation protocols (the task's "secure" setting must be none), and an
+// The partner's own sharing policy (Config.Sharing, see SharingPolicy) says which federations,
+// tasks and purposes it takes part in and which modalities may contribute; the client enforces
+// it before it trains and before any byte about its records leaves.
+//
+// Not here yet: secure aggregation protocols (the task's "secure" setting must be none), and an
 // encrypted local store of the partner's records.
 package client
 
@@ -88,6 +91,10 @@ type Config struct {
 	Source   Source
 	TestFrac float64 // share of records held out for local evaluation; default 0.2
 	Seed     uint64  // the local split and model initialisation
+
+	// Sharing is the partner's sharing policy; nil allows every federation, task, purpose and
+	// modality.
+	Sharing *SharingPolicy
 
 	Logger *slog.Logger // nil: discard
 	// OnRound, if set, is called at each stage of a round ("start", "trained", "end").
@@ -157,15 +164,22 @@ func New(cfg Config) (*Client, error) {
 	return &Client{cfg: cfg, log: log.With("client", cfg.Identity.Principal.URI())}, nil
 }
 
-// Run takes part in the task until it is complete (nil), ctx ends (ctx's error), or the server
-// refuses the client for good (ErrRefused). Lost connections are retried with backoff.
+// Run takes part in the task until it is complete (nil), ctx ends (ctx's error), the server
+// refuses the client for good (ErrRefused), or the sharing policy does not allow taking part
+// (ErrNotShared). Lost connections are retried with backoff.
 func (c *Client) Run(ctx context.Context) error {
+	if err := c.cfg.Sharing.checkTask(c.cfg.Identity.Principal.Federation, c.cfg.Task); err != nil {
+		return err
+	}
 	d, err := c.cfg.Source.Records(ctx)
 	if err != nil {
 		return fmt.Errorf("client: read records: %w", err)
 	}
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("client: records: %w", err)
+	}
+	if d = c.cfg.Sharing.Strip(d); len(d.Records) == 0 {
+		return fmt.Errorf("%w: none of the records has a modality it shares", ErrNotShared)
 	}
 	c.train, c.test = dataset.Split(d, c.cfg.TestFrac, c.cfg.Seed)
 	conn, err := grpc.NewClient(c.cfg.Server,
@@ -190,6 +204,9 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, ErrNotShared) {
+			return err
 		}
 		switch status.Code(err) {
 		case codes.Unauthenticated, codes.PermissionDenied, codes.NotFound:
@@ -222,9 +239,15 @@ var errRetry = errors.New("client: retry")
 // session joins and takes part in rounds over one stream. done reports that the task is
 // complete.
 func (c *Client) session(ctx context.Context, api pb.FederationClient) (done bool, err error) {
+	if err := c.checkTerms(ctx, api); err != nil {
+		return false, err
+	}
 	counts := c.modalityCounts()
 	join, err := api.Join(ctx, &pb.JoinRequest{Task: c.cfg.Task, Modalities: counts, Records: uint64(len(c.train.Records))})
 	if err != nil {
+		return false, err
+	}
+	if err := c.cfg.Sharing.checkTerms(join.GetFederation(), join.GetTask(), join.GetPurpose()); err != nil {
 		return false, err
 	}
 	var spec models.Spec
@@ -242,6 +265,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (done boo
 	if err != nil {
 		return false, err
 	}
+	proto = c.cfg.Sharing.protect(proto)
 	train, err := m.Encode(c.train)
 	if err != nil {
 		return false, fmt.Errorf("client: local records do not fit the task's model: %w", err)

@@ -334,11 +334,22 @@ func toValue(v any) (cedar.Value, error) {
 }
 
 // methodActions maps the gRPC methods of fedweave's services to the actions that authorize
-// them. Participate is the round stream: opening it is SubmitUpdate; an EvalReport on it is
-// ReportEval.
+// them. Participate is the round stream: opening it is SubmitUpdate (the evaluation reports
+// sent on it ride on that decision). DescribeTask tells a client the terms of a task before it
+// joins, so whoever may Join may read them. The admin service's reads are ReadPolicy (CheckPolicy
+// too: it reveals what the policies decide), its changes ChangePolicy.
 var methodActions = map[string]string{
-	"/fedweave.v1.Federation/Join":        "Join",
-	"/fedweave.v1.Federation/Participate": "SubmitUpdate",
+	"/fedweave.v1.Federation/Join":          "Join",
+	"/fedweave.v1.Federation/Participate":   "SubmitUpdate",
+	"/fedweave.v1.Federation/DescribeTask":  "Join",
+	"/fedweave.v1.Federation/DownloadModel": "DownloadModel",
+	"/fedweave.v1.Admin/ListPolicies":       "ReadPolicy",
+	"/fedweave.v1.Admin/GetPolicy":          "ReadPolicy",
+	"/fedweave.v1.Admin/CheckPolicy":        "ReadPolicy",
+	"/fedweave.v1.Admin/ApplyPolicy":        "ChangePolicy",
+	"/fedweave.v1.Admin/RemovePolicy":       "ChangePolicy",
+	"/fedweave.v1.Admin/RollbackPolicy":     "ChangePolicy",
+	"/fedweave.v1.Admin/TailAudit":          "ReadAudit",
 }
 
 // ActionForMethod returns the action that authorizes a gRPC method, given its full name as in

@@ -226,8 +226,17 @@ func TestSwapWhileDeciding(t *testing.T) {
 
 func TestActionForMethod(t *testing.T) {
 	for method, want := range map[string]string{
-		"/fedweave.v1.Federation/Join":        "Join",
-		"/fedweave.v1.Federation/Participate": "SubmitUpdate",
+		"/fedweave.v1.Federation/Join":          "Join",
+		"/fedweave.v1.Federation/Participate":   "SubmitUpdate",
+		"/fedweave.v1.Federation/DescribeTask":  "Join",
+		"/fedweave.v1.Federation/DownloadModel": "DownloadModel",
+		"/fedweave.v1.Admin/ListPolicies":       "ReadPolicy",
+		"/fedweave.v1.Admin/GetPolicy":          "ReadPolicy",
+		"/fedweave.v1.Admin/CheckPolicy":        "ReadPolicy",
+		"/fedweave.v1.Admin/ApplyPolicy":        "ChangePolicy",
+		"/fedweave.v1.Admin/RemovePolicy":       "ChangePolicy",
+		"/fedweave.v1.Admin/RollbackPolicy":     "ChangePolicy",
+		"/fedweave.v1.Admin/TailAudit":          "ReadAudit",
 	} {
 		got, ok := ActionForMethod(method)
 		if !ok || got != want {

@@ -308,3 +308,21 @@ func (e *Entities) Merge(more *Entities) (*Entities, error) {
 	}
 	return &Entities{m: m}, nil
 }
+
+// With returns the entities of e and those of more that e lacks: where both have an entity of
+// the same type and id, e's is kept. A server uses it to lay the entities it derives (its task,
+// its models) under the ones an operator wrote in a file.
+func (e *Entities) With(more *Entities) *Entities {
+	m := make(cedar.EntityMap, e.Len()+more.Len())
+	if more != nil {
+		for uid, ent := range more.m {
+			m[uid] = ent
+		}
+	}
+	if e != nil {
+		for uid, ent := range e.m {
+			m[uid] = ent
+		}
+	}
+	return &Entities{m: m}
+}

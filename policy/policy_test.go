@@ -339,6 +339,19 @@ func TestEntitiesJSONAndMerge(t *testing.T) {
 	if _, err := e.Merge(e); err == nil {
 		t.Error("merging entities with themselves succeeded")
 	}
+	// With keeps the receiver's entity where both have one.
+	derived := mustEntities(t, Federation{Name: exampleFederation.Name, Tasks: []Task{
+		{Name: "triage", Purpose: "other", Modalities: []string{"text"}},
+		{Name: "extra", Purpose: "research", Modalities: []string{"text"}},
+	}})
+	with := e.With(derived)
+	_, extra := with.m[Ref{"Task", "extra"}.uid()]
+	if with.Len() != e.Len()+1 || !extra || !with.m[Ref{"Task", "triage"}.uid()].Equal(e.m[Ref{"Task", "triage"}.uid()]) {
+		t.Errorf("With: %d entities, the file's triage kept: %v", with.Len(), with.m[Ref{"Task", "triage"}.uid()])
+	}
+	if (*Entities)(nil).With(derived).Len() != derived.Len() {
+		t.Error("nil.With(derived) lost entities")
+	}
 	if _, err := ParseEntities([]byte(`[{"uid":{"type":"Task","id":"t"},"attrs":{},"parents":[]},{"uid":{"type":"Task","id":"t"},"attrs":{},"parents":[]}]`)); err == nil {
 		t.Error("an entity listed twice was accepted")
 	}

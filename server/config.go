@@ -23,6 +23,9 @@ type Config struct {
 	KeyFile       string     `json:"key_file"`                 // the store's master key (see store.NewKeyFile)
 	TLS           TLSFiles   `json:"tls"`
 	Task          TaskConfig `json:"task"`
+	// Policy says who may do what (see PolicyConfig); by default the built-in policies, and
+	// no member org.
+	Policy PolicyConfig `json:"policy,omitempty"`
 }
 
 // TLSFiles name the server's certificate, key and the federation CA.
@@ -32,7 +35,9 @@ type TLSFiles struct {
 	Key  string `json:"key"`
 }
 
-// TaskConfig is one federated training task.
+// TaskConfig is one federated training task. Its Purpose is what the task trains for, as the
+// policies (a Task's purpose, an org's consent) and the clients' sharing policies see it
+// (default research).
 type TaskConfig struct {
 	Name            string      `json:"name"`
 	Rounds          int         `json:"rounds"`            // rounds to commit
@@ -50,6 +55,7 @@ type TaskConfig struct {
 	Seed            uint64      `json:"seed"`
 	RoundTimeout    Duration    `json:"round_timeout"` // time for a cohort's first answer (training included)
 	PhaseTimeout    Duration    `json:"phase_timeout"` // time for every later phase
+	Purpose         string      `json:"purpose,omitempty"`
 	Model           models.Spec `json:"model"`
 }
 
@@ -120,6 +126,9 @@ func (c *Config) Defaults() {
 	if t.PhaseTimeout.Duration == 0 {
 		t.PhaseTimeout.Duration = 30 * time.Second
 	}
+	if t.Purpose == "" {
+		t.Purpose = "research"
+	}
 }
 
 // Validate reports every problem of the config at once.
@@ -161,6 +170,7 @@ func (c *Config) Validate() error {
 	if err := t.Model.Validate(); err != nil {
 		bad("task.model: %v", err)
 	}
+	errs = append(errs, c.Policy.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -47,7 +47,8 @@ func resumeConfig(fed *servertest.Federation, storeDir, addr string) (server.Con
 	if err != nil {
 		return server.Config{}, err
 	}
-	return server.Config{Federation: fed.Name, Listen: addr, Dir: storeDir, KeyFile: kf, Task: testTask(resumeRounds, 3)}, nil
+	return server.Config{Federation: fed.Name, Listen: addr, Dir: storeDir, KeyFile: kf, Task: testTask(resumeRounds, 3),
+		Policy: server.PolicyConfig{Members: []string{"orga", "orgb", "orgc"}}}, nil
 }
 
 // paramsDigest is the SHA-256 of the parameters as little-endian float32.

@@ -21,8 +21,14 @@
 // Every commit (checkpoint, round record, head) is one atomic, synced store transaction, so the
 // server can be killed at any moment: on restart it resumes from the last committed checkpoint.
 //
-// Not here yet: authorization policies on every call (the server checks the caller's
-// certificate, federation and role), secure aggregation protocols, scaling out.
+// Every call is authorized by cedar policies (authz.go, access.go; see PolicyConfig): the
+// principal from the verified certificate, the action from the method, the resource from the
+// request; denied calls get PermissionDenied. Joins, rounds, policy changes, denials and model
+// downloads go to the audit log in the store (package policy), whose checkpoints the server
+// signs with its certificate's key. The Admin service (admin.go) changes the policies at run
+// time; DownloadModel serves committed models to readers.
+//
+// Not here yet: secure aggregation protocols, scaling out.
 package server
 
 import (
@@ -68,6 +74,11 @@ type Options struct {
 	Logger   *slog.Logger // nil: discard
 	// OnRound, if set, is called after every round, committed or aborted.
 	OnRound func(RoundRecord)
+	// OnUpdate, if set, is called with every update (phase-0 message) a client sends on its
+	// round channel, reassembled from its chunks, as received and before any check. It is for
+	// tests and audits of what leaves the clients; with secure aggregation it sees only what
+	// the protocol reveals to the server.
+	OnUpdate func(principal string, round uint64, msg []byte)
 }
 
 // Server coordinates one task's rounds. Create it with New.
@@ -91,6 +102,7 @@ type Server struct {
 	grpc    *grpc.Server
 	health  *health.Server
 	metrics *metrics
+	access  *access // policies, entity data, audit log
 	http    *http.Server
 
 	mu       sync.Mutex
@@ -149,6 +161,10 @@ func New(cfg Config, opt Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.initAccess(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(pki.ServerTLS(opt.Identity, opt.CAPool))),
 		grpc.MaxRecvMsgSize(ChunkSize+64<<10),
@@ -156,8 +172,11 @@ func New(cfg Config, opt Options) (*Server, error) {
 		// A client whose machine vanishes without closing its connection is noticed within
 		// about 40 s, not only at the round's deadline.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(s.authorizeUnary),
+		grpc.ChainStreamInterceptor(s.authorizeStream),
 	)
 	pb.RegisterFederationServer(s.grpc, &service{s: s})
+	pb.RegisterAdminServer(s.grpc, &adminService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
@@ -250,6 +269,7 @@ func (s *Server) Close() error {
 		hs.Close()
 	}
 	s.grpc.Stop()
+	s.signAudit()
 	return s.store.Close()
 }
 
@@ -316,6 +336,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.afterRound(rec)
 		if s.opt.OnRound != nil {
 			s.opt.OnRound(rec)
 		}
@@ -346,6 +367,7 @@ func (s *Server) waitForCohort(ctx context.Context) ([]*session, error) {
 		}
 		next := s.head.NextRound
 		s.mu.Unlock()
+		live = s.stillAuthorized(live)
 		if len(live) >= t.MinClients {
 			slices.SortFunc(live, func(a, b *session) int { return compareStrings(a.key, b.key) })
 			if t.ClientsPerRound > 0 && len(live) > t.ClientsPerRound {

@@ -58,6 +58,7 @@ func (h *service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 	return &pb.JoinResponse{
 		Task: t.Name, Federation: h.s.cfg.Federation, ModelSpec: spec, LayoutHash: h.s.hash,
 		Secure: t.Secure, Rounds: uint64(t.Rounds), NextRound: next,
+		Purpose: t.Purpose, Modalities: h.s.taskModalities(),
 	}, nil
 }
 

@@ -66,10 +66,16 @@ func run() error {
 		return err
 	}
 	spec := models.DefaultSpec(train.Schema, fusion.Gated, true)
+	// The partners' orgs are the federation's members: the server's policies deny every call
+	// of anyone else.
+	var members []string
+	for i := range partners {
+		members = append(members, fmt.Sprintf("hospital-%c", 'a'+i))
+	}
 	srv, err := fed.StartServer(server.Config{Task: server.TaskConfig{
 		Name: task, Rounds: rounds, MinClients: partners, Secure: "none",
 		LocalEpochs: 2, BatchSize: 32, Seed: 1, Model: spec,
-	}}, server.Options{})
+	}, Policy: server.PolicyConfig{Members: members}}, server.Options{})
 	if err != nil {
 		return err
 	}
@@ -81,7 +87,7 @@ func run() error {
 	// its certificate, the CA, and its records, and runs it until the task is complete.
 	errs := make(chan error, partners)
 	for i := range partners {
-		org := fmt.Sprintf("hospital-%c", 'a'+i)
+		org := members[i]
 		prefix := filepath.Join(dir, org)
 		p := pki.Principal{Federation: fed.Name, Org: org, Role: pki.RoleClient, Name: "node1"}
 		if err := fed.CA.IssueFiles(p, pki.IssueOptions{Validity: time.Hour}, prefix); err != nil {

@@ -10,26 +10,30 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
+	pb "github.com/fedweave/fedweave/api/fedweave/v1"
 	"github.com/fedweave/fedweave/internal/store"
 	"github.com/fedweave/fedweave/policy"
 )
 
 // "fedweave audit" reads the audit log in a server's store, offline: the server must not be
-// running on the same directory (a store is used by one process at a time).
+// running on the same directory (a store is used by one process at a time). tail also reads it
+// from a running server, through its admin service.
 
 const auditUsage = `usage: fedweave audit verify --dir DIR --key-file FILE --pubkey FILE
        fedweave audit tail --dir DIR --key-file FILE [-n N] [--json]
+       fedweave audit tail --server ADDR --ca FILE --cert FILE --key FILE [-n N] [--json]
 
 Audit reads the audit log of a fedweave server: an append-only Merkle tree (RFC 6962 hashing)
 in the server's encrypted store, whose tree heads the server signs with the Ed25519 key of its
 certificate. It records joins, rounds, policy changes, denials, model downloads and erasures.
 Both subcommands open the store read-only with its master key file, while the server is
-stopped.
+stopped; tail also asks a running server (--server, with an admin's certificate).
 
   verify  recomputes the whole log: every entry's hash, every stored tree hash, and every
           signed checkpoint, whose signature must verify with --pubkey (the server's
@@ -205,10 +209,13 @@ func plural(n uint64, one, many string) string {
 }
 
 const auditTailUsage = `usage: fedweave audit tail --dir DIR --key-file FILE [-n N] [--json]
+       fedweave audit tail --server ADDR --ca FILE --cert FILE --key FILE [-n N] [--json]
 
-Tail prints the last N entries of the audit log in the store of --dir, oldest first, one a
-line: index, time (UTC), event type, principal, action, resource, decision, and the details as
-key=value. With --json it prints each entry as stored, one JSON object a line.
+Tail prints the last N entries of the audit log in the store of --dir, or of a running server
+(--server, through its admin service, with an admin's certificate; the server sends at most
+1000), oldest first, one a line: index, time (UTC), event type, principal, action, resource,
+decision, and the details as key=value. With --json it prints each entry as stored, one JSON
+object a line.
 
 Example:
 
@@ -225,12 +232,17 @@ var auditTailCmd = &Command{
 		dir, keyFile := storeFlags(flags)
 		n := flags.Int("n", 20, "the `number` of entries to print")
 		asJSON := flags.Bool("json", false, "print the entries as stored, one JSON object a line")
+		af := addAdminFlags(flags)
 		return func(ctx context.Context, env *Env, args []string) error {
 			switch {
 			case len(args) > 0:
 				return Usagef("unexpected argument %q", args[0])
 			case *n < 0:
 				return Usagef("-n must not be negative, got %d", *n)
+			case af.online() && *dir != "":
+				return Usagef("--dir and --server exclude each other: read a stopped server's store, or ask a running server")
+			case af.online():
+				return tailOnline(ctx, env, af, *n, *asJSON)
 			}
 			st, err := openAuditStore(*dir, *keyFile)
 			if err != nil {
@@ -285,4 +297,29 @@ func formatEvent(e policy.Entry) string {
 		fields = append(fields, k+"="+v)
 	}
 	return strings.Join(fields, "  ")
+}
+
+// tailOnline prints the last n entries of a running server's audit log.
+func tailOnline(ctx context.Context, env *Env, af *adminFlags, n int, asJSON bool) error {
+	if n == 0 {
+		return nil
+	}
+	return af.call(ctx, env, func(ctx context.Context, api pb.AdminClient) error {
+		resp, err := api.TailAudit(ctx, &pb.TailAuditRequest{N: uint32(min(n, math.MaxUint32))})
+		if err != nil {
+			return err
+		}
+		for _, e := range resp.GetEntries() {
+			if asJSON {
+				fmt.Fprintf(env.Stdout, "%s\n", e.GetEvent())
+				continue
+			}
+			var ev policy.Event
+			if err := json.Unmarshal(e.GetEvent(), &ev); err != nil {
+				return fmt.Errorf("audit entry %d from the server is not an event: %w", e.GetIndex(), err)
+			}
+			fmt.Fprintln(env.Stdout, formatEvent(policy.Entry{Index: e.GetIndex(), Event: ev, Raw: e.GetEvent()}))
+		}
+		return nil
+	})
 }

@@ -45,6 +45,7 @@ directory fedweave runs in. A complete config:
 	image_size: 16                 # side that images are resized to: the model's image h and w (default 28)
 	test_frac: 0.2                 # share of the records held out to evaluate the global model
 	seed: 7                        # the local test split, initialisation and shuffling
+	sharing: sharing.yaml          # optional: the partner's own sharing policy
 
 data: synthetic stands for a partner's share of fedweave's synthetic data, so that a tutorial
 runs several clients without files: that many records are generated from the synthetic seed
@@ -55,6 +56,18 @@ and image, then again):
 
 	data: synthetic
 	synthetic: {records: 4000, seed: 1, part: 0, parts: 3}
+
+The sharing policy is the partner's own rule, whatever the federation's policies say: which
+federations and tasks the client takes part in, which modalities of its records may
+contribute, and which purposes it accepts (an omitted list allows everything, an empty one
+nothing). The client checks the task's purpose with the server before it joins, removes the
+other modalities from its records before it trains, and sends zero change and zero weight for
+their encoders:
+
+	federations: [acme]
+	tasks: [triage]
+	modalities: [text, tabular]    # no image leaves this site
+	purposes: [research, diagnosis]
 
 The server address may also be @FILE: the address is read from FILE, as "fedweave server
 --addr-file FILE" writes it, waiting up to a minute for the file to appear (for scripts and
@@ -120,6 +133,7 @@ type clientConfig struct {
 	ImageSize  int                 `json:"image_size,omitempty"`
 	TestFrac   float64             `json:"test_frac,omitempty"`
 	Seed       uint64              `json:"seed"`
+	Sharing    string              `json:"sharing,omitempty"`
 
 	path string // the file it was read from
 }
@@ -233,6 +247,14 @@ func runClient(ctx context.Context, env *Env, cfg *clientConfig, verbose bool) e
 	if err != nil {
 		return err
 	}
+	var sharing *client.SharingPolicy
+	if cfg.Sharing != "" {
+		if sharing, err = client.LoadSharingPolicy(cfg.Sharing); err != nil {
+			return Hint(fmt.Errorf("%s: sharing: %s", cfg.path, strings.TrimPrefix(err.Error(), "client: ")),
+				"a sharing policy lists federations, tasks, modalities (text, image, tabular) and purposes; see \"fedweave client -h\"")
+		}
+		fmt.Fprintf(env.Stderr, "fedweave client: sharing policy %s: %s\n", cfg.Sharing, describeSharing(sharing))
+	}
 	addr := cfg.Server
 	if file, ok := strings.CutPrefix(addr, "@"); ok {
 		if addr, err = readAddrFile(ctx, env, file, time.Minute); err != nil {
@@ -243,7 +265,7 @@ func runClient(ctx context.Context, env *Env, cfg *clientConfig, verbose bool) e
 	c, err := client.New(client.Config{
 		Server: addr, ServerName: cfg.ServerName, Task: cfg.Task,
 		Identity: id, CAPool: pool,
-		Source: src, TestFrac: cfg.TestFrac, Seed: cfg.Seed,
+		Source: src, TestFrac: cfg.TestFrac, Seed: cfg.Seed, Sharing: sharing,
 		Logger: log,
 		OnRound: func(e client.RoundEvent) {
 			switch e.Stage {
@@ -267,6 +289,8 @@ func runClient(ctx context.Context, env *Env, cfg *clientConfig, verbose bool) e
 	case err == nil:
 	case errors.As(err, &h):
 		return err
+	case errors.Is(err, client.ErrNotShared):
+		return Hint(err, fmt.Sprintf("the partner's sharing policy (sharing: %s) decides; change it only if the partner agrees", cfg.Sharing))
 	case errors.Is(err, client.ErrRefused):
 		return Hint(err, fmt.Sprintf("check that the server runs a task named %q and that tls.cert is a client certificate from the federation's CA", cfg.Task))
 	case strings.Contains(err.Error(), "do not fit the task's model"):
@@ -374,4 +398,21 @@ func readAddrFile(ctx context.Context, env *Env, file string, wait time.Duration
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// describeSharing says what a sharing policy allows, on one line.
+func describeSharing(p *client.SharingPolicy) string {
+	list := func(what string, names []string) string {
+		switch {
+		case names == nil:
+			return what + " any"
+		case len(names) == 0:
+			return what + " none"
+		}
+		return what + " " + strings.Join(names, ", ")
+	}
+	return strings.Join([]string{
+		list("federations", p.Federations), list("tasks", p.Tasks),
+		list("modalities", p.Modalities), list("purposes", p.Purposes),
+	}, "; ")
 }

@@ -14,13 +14,18 @@ import (
 	"github.com/fedweave/fedweave/policy"
 )
 
-// "fedweave policy" has subcommands, as "fedweave ca" does. validate and check work offline,
-// on files; list, get, apply and rm (and check without --policies) need the admin service of a
-// running server, which is not built yet: they say so instead of pretending.
+// "fedweave policy" has subcommands, as "fedweave ca" does. validate works offline, on files;
+// check works offline (--policies, --entities) or against a running server (--server); list,
+// get, apply, rm and rollback talk to the admin service of a running server (admin.go).
 
 const policyUsage = `usage: fedweave policy validate -f FILE [--schema FILE] [--entities FILE]
-       fedweave policy check --principal URI --action ACTION --resource TYPE::ID [--context JSON] --policies DIR --entities FILE
-       fedweave policy list | get ID | apply -f FILE | rm ID     (need the admin service: not built yet)
+       fedweave policy check --principal URI --action ACTION --resource TYPE::ID [--context JSON] (--policies DIR --entities FILE | SERVER)
+       fedweave policy list [--history] SERVER
+       fedweave policy get [ID] [--version N] SERVER
+       fedweave policy apply -f FILE [--replace] SERVER
+       fedweave policy rm ID SERVER
+       fedweave policy rollback VERSION SERVER
+  where SERVER is --server ADDR --ca FILE --cert FILE --key FILE (an admin's certificate)
 
 Policy manages the cedar policies that decide every call to a fedweave server: who may join
 which task, submit updates, download or query which model, request erasure, and change the
@@ -29,10 +34,15 @@ policies themselves. Everything not permitted is denied, and a forbid overrides 
   validate  checks a policy file (or a directory of *.cedar files) against the schema: every
             entity type, action and attribute must exist, with the types the policies use
             them at. Each problem is printed as FILE:LINE:COLUMN: policy "ID": what is wrong.
-  check     decides one request offline, on the policies of --policies DIR (its *.cedar files,
-            and its *.cedarschema if it has one) and the entity data of --entities, and prints
-            ALLOW or DENY followed by the ids of the policies that decided it (none for a
-            request that nothing permits). It exits 0 either way.
+  check     decides one request, offline on the policies of --policies DIR (its *.cedar
+            files, and its *.cedarschema if it has one) and the entity data of --entities, or
+            with the policies and entity data in force on a running server, and prints ALLOW
+            or DENY followed by the ids of the policies that decided it (none for a request
+            that nothing permits). It exits 0 either way.
+  list, get, apply, rm, rollback
+            read and change the policies in force on a running server, through its admin
+            service: every change is validated, takes effect at once, is a new version of the
+            set (so that it can be rolled back) and is recorded in the server's audit log.
 
 Principals are the URIs of certificates, fedweave://FEDERATION/org/ORG/ROLE/NAME; resources
 are written TYPE::ID or TYPE::"ID", as Task::triage or Model::"triage-v3". examples/policies
@@ -45,11 +55,13 @@ Example:
 	$ fedweave policy check --policies examples/policies --entities examples/policies/entities.json \
 		--principal fedweave://acme/org/hospital-a/client/node1 --action Join --resource Task::triage
 	ALLOW member-clients-train
+	$ fedweave policy apply -f suspend.cedar --server agg.acme.example:7443 --ca pki/ca.crt --cert alice.crt --key alice.key
+	applied suspend.cedar: version 2, 8 policies
 `
 
 var policyCmd = &Command{
 	Name:    "policy",
-	Summary: "validate authorization policies and check requests against them",
+	Summary: "validate, check and change the authorization policies",
 	Usage:   policyUsage + groupFlagsHelp(policySubcommands),
 	Flags: func(fs *flag.FlagSet) RunFunc {
 		return func(ctx context.Context, env *Env, args []string) error {
@@ -60,11 +72,7 @@ var policyCmd = &Command{
 
 // policySubcommands are the words that may follow "fedweave policy".
 var policySubcommands = []*Command{
-	policyValidateCmd, policyCheckCmd,
-	policyOnline("list", "list the policies in force"),
-	policyOnline("get", "show one policy"),
-	policyOnline("apply", "replace the policy set"),
-	policyOnline("rm", "remove one policy"),
+	policyValidateCmd, policyCheckCmd, policyListCmd, policyGetCmd, policyApplyCmd, policyRmCmd, policyRollbackCmd,
 }
 
 // unparsedSubcommands take whatever follows them without parsing it as flags.
@@ -132,30 +140,6 @@ func runGroup(ctx context.Context, env *Env, group string, subs []*Command, args
 		err = Hint(err, usageHint(sub))
 	}
 	return err
-}
-
-// offlineHint points from an online subcommand to what works today.
-const offlineHint = `check offline with "fedweave policy check --policies DIR --entities FILE ..." (examples/policies has a complete set), and validate files with "fedweave policy validate -f FILE"`
-
-// policyOnline is a subcommand that needs the admin service of a running server. It takes
-// any arguments and fails with a clear error: there is no server side for it yet.
-func policyOnline(name, summary string) *Command {
-	unparsedSubcommands["policy "+name] = true
-	return &Command{
-		Name:    "policy " + name,
-		Summary: summary,
-		Usage: fmt.Sprintf("usage: fedweave policy %s ...\n\n%s on a running server, through its admin service, which is not built yet.\n\nExample:\n\n\t$ fedweave policy %s\n",
-			name, strings.ToUpper(summary[:1])+summary[1:], name),
-		Flags: func(fs *flag.FlagSet) RunFunc {
-			return func(ctx context.Context, env *Env, args []string) error {
-				return needsAdminService("policy " + name)
-			}
-		},
-	}
-}
-
-func needsAdminService(what string) error {
-	return Hint(fmt.Errorf("%s needs the admin service of a running server, which is not built yet", what), offlineHint)
 }
 
 const policyValidateUsage = `usage: fedweave policy validate -f FILE [--schema FILE] [--entities FILE]
@@ -302,17 +286,17 @@ func readEntities(file string) (*policy.Entities, error) {
 }
 
 const policyCheckUsage = `usage: fedweave policy check --principal URI --action ACTION --resource TYPE::ID [--context JSON] --policies DIR --entities FILE
+       fedweave policy check --principal URI --action ACTION --resource TYPE::ID [--context JSON] --server ADDR --ca FILE --cert FILE --key FILE
 
-Check decides one request offline, as the server would: may the principal (a certificate's
-URI) do the action to the resource? It loads the policies of --policies DIR (its *.cedar
-files, and its *.cedarschema if it has one, else the default schema) and the entity data of
---entities, and prints ALLOW or DENY followed by the ids of the policies that decided it: the
-permits that allow it, or the forbids that deny it. A request that no policy permits prints
-DENY alone (deny by default). Check exits 0 whether the answer is ALLOW or DENY; policies
-that could not be evaluated are reported as warnings.
-
-Checking against the policies of a running server (without --policies) needs the server's
-admin service, which is not built yet.
+Check decides one request, as the server would: may the principal (a certificate's URI) do the
+action to the resource? Offline, it loads the policies of --policies DIR (its *.cedar files,
+and its *.cedarschema if it has one, else the default schema) and the entity data of
+--entities. With --server, the running server decides with the policies and entity data in
+force (its members, its task, its committed models), without doing the request; that needs an
+admin's certificate. Either way check prints ALLOW or DENY followed by the ids of the policies
+that decided it: the permits that allow it, or the forbids that deny it. A request that no
+policy permits prints DENY alone (deny by default). Check exits 0 whether the answer is ALLOW
+or DENY; policies that could not be evaluated are reported as warnings.
 
 Example:
 
@@ -336,12 +320,17 @@ var policyCheckCmd = &Command{
 		reqContext := flags.String("context", "", "the request's context, as a JSON `object`")
 		policies := flags.String("policies", "", "the policy `directory`: *.cedar files, and optionally a *.cedarschema")
 		entitiesFile := flags.String("entities", "", "the entity data `file`, in cedar's JSON entity format (required with --policies)")
+		af := addAdminFlags(flags)
 		return func(ctx context.Context, env *Env, args []string) error {
 			switch {
 			case len(args) > 0:
 				return Usagef("unexpected argument %q", args[0])
+			case *policies != "" && af.online():
+				return Usagef("--policies and --server exclude each other: check offline on files, or on a running server")
+			case *policies == "" && !af.online():
+				return Hint(Usagef("check needs --policies DIR --entities FILE (offline) or --server ADDR (a running server)"),
+					`check offline with "--policies examples/policies --entities examples/policies/entities.json"`)
 			case *policies == "":
-				return needsAdminService("policy check without --policies")
 			case *entitiesFile == "":
 				return Hint(Usagef("--entities is required with --policies: the entity data to decide on"),
 					"use the entity data of the federation, as examples/policies/entities.json")
@@ -368,6 +357,9 @@ var policyCheckCmd = &Command{
 					return Hint(Usagef("invalid --context: want one JSON object"), `write it as '{"modalities": ["text", "image"]}'`)
 				}
 			}
+			if af.online() {
+				return checkOnline(ctx, env, af, p.URI(), *action, res.String(), *reqContext)
+			}
 			schema, ps, err := policy.LoadDir(*policies)
 			if err != nil {
 				return reportProblems(env, *policies, err)
@@ -387,12 +379,7 @@ var policyCheckCmd = &Command{
 			if err != nil {
 				return fmt.Errorf("%s: %s", *entitiesFile, strings.TrimPrefix(err.Error(), "policy: "))
 			}
-			d := a.Decide(policy.Request{Principal: p, Action: *action, Resource: res, Context: reqCtx})
-			for _, e := range d.Errors {
-				env.Warnf("%s", e)
-			}
-			_, err = fmt.Fprintln(env.Stdout, d)
-			return err
+			return printDecision(env, a.Decide(policy.Request{Principal: p, Action: *action, Resource: res, Context: reqCtx}))
 		}
 	},
 }

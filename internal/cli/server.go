@@ -56,6 +56,7 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	  key: agg.key
 	task:
 	  name: triage                 # clients ask for the task by this name
+	  purpose: research            # what it trains for, as policies and partners' sharing policies see it
 	  rounds: 5                    # rounds to commit
 	  min_clients: 2               # a round needs this many contributions
 	  clients_per_round: 0         # cohort size; 0: every connected client
@@ -76,10 +77,22 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	    text: {buckets: 2048, max_len: 24, embed_dim: 32, filters: 48, kernel: 3, attention: 32}
 	    image: {c: 1, h: 16, w: 16, conv1: 8, conv2: 16}   # channels, height, width (multiples of 4)
 	    tabular: {fields: 6, hidden: 64}                   # fields: number of tabular columns
+	policy:                        # who may do what: cedar policies, deny by default
+	  members: [hospital-a, hospital-b]  # the orgs that are members of the federation
+	  # dir: policies              # a .cedarschema and .cedar files (default: the built-in ones)
+	  # entities: entities.json    # instead of members: entity data, as examples/policies/entities.json
 
 Leave out the encoder of a modality that no partner has. Unset task fields take defaults:
-name default, rounds 5, min_clients 2, secure none, strategy fedavg, local_epochs 1,
-batch_size 64, optimizer adam, round_timeout 5m, phase_timeout 30s; the rest 0.
+name default, purpose research, rounds 5, min_clients 2, secure none, strategy fedavg,
+local_epochs 1, batch_size 64, optimizer adam, round_timeout 5m, phase_timeout 30s; the rest 0.
+
+Every call is decided by the policies (see "fedweave policy -h"): the built-in ones let the
+clients of member orgs train, the readers of member orgs download the committed models, and
+the admins of member orgs change the policies and read the audit log; everything else is
+denied, and the server logs each denial. The policies of policy.dir seed the store on the first
+start; from then on the set in force is the store's, changed with "fedweave policy apply".
+Joins, rounds, policy changes, denials and model downloads go to the audit log in the store
+("fedweave audit").
 
 --addr-file is for scripts and tests: with listen 127.0.0.1:0 the system picks a free port,
 and server writes the address it listens on to the file, where "fedweave client --server

@@ -136,8 +136,20 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	rep := &Report{Secure: opt.Secure, Fusion: string(opt.Fusion), Data: opt.DataName, Clients: opt.Clients, TestRecords: len(test.Records)}
 	fmt.Fprintf(opt.Stderr, "fedweave demo: %s; %d clients, %d rounds, %s aggregation, %s fusion; stores under %s\n",
 		opt.DataName, opt.Clients, opt.Rounds, opt.Secure, opt.Fusion, opt.Dir)
+	// One partner shares no images, by its own sharing policy: the last one that has them.
+	restricted := -1
+	for i, a := range avail {
+		if a[dataset.Image] {
+			restricted = i
+		}
+	}
+	noImages := &client.SharingPolicy{Modalities: []string{"text", "tabular"}}
 	for i, s := range shares {
-		fmt.Fprintf(opt.Stderr, "  client %s: %4d records, %s, labels %v\n", clientName(i), len(s.Records), avail[i], labelCounts(s))
+		sharing := ""
+		if i == restricted {
+			sharing = "; sharing policy: no images leave it"
+		}
+		fmt.Fprintf(opt.Stderr, "  client %s: %4d records, %s, labels %v%s\n", clientName(i), len(s.Records), avail[i], labelCounts(s), sharing)
 	}
 
 	bar := progress.New(opt.Stderr, opt.Rounds, "federated rounds")
@@ -199,6 +211,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		cfg := client.Config{
 			Server: srv.Addr, Task: "demo", Identity: id, CAPool: f.Pool(),
 			Source: client.DatasetSource(shares[i]), Seed: opt.Seed + uint64(i), Logger: opt.Logger,
+		}
+		if i == restricted {
+			cfg.Sharing = noImages
 		}
 		if i < opt.Drop {
 			cfg.OnRound = func(e client.RoundEvent) {

@@ -2,6 +2,12 @@
 // starts real HTTP servers: a federation CA in a directory, certificates for every party, and
 // the real aggregation server with mutual TLS on 127.0.0.1 and an encrypted store. Tests and the
 // demo use it; nothing in it is a mock.
+//
+// The servers decide every call with the default policies, which deny by default. So that a
+// federation works as soon as its parties have certificates, Identity makes the org of every
+// client, reader and admin it issues for a member of the federation, on the servers started
+// already and on those started later; NonMemberIdentity issues a valid certificate for an org
+// that is not a member, for tests of what outsiders cannot do.
 package servertest
 
 import (
@@ -10,6 +16,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/fedweave/fedweave/crypto/pki"
@@ -22,6 +30,10 @@ type Federation struct {
 	Name string
 	Dir  string
 	CA   *pki.CA
+
+	mu      sync.Mutex
+	members []string         // orgs made members by Identity
+	servers []*server.Server // started servers whose members come from their config
 }
 
 // NewFederation creates a federation CA under dir/ca.
@@ -36,8 +48,29 @@ func NewFederation(dir, name string) (*Federation, error) {
 // Pool is the pool of the federation's CA.
 func (f *Federation) Pool() *x509.CertPool { return f.CA.Pool() }
 
-// Identity issues a certificate for org/role/name; servers get loopback names.
+// Identity issues a certificate for org/role/name; servers get loopback names. The org of a
+// client, reader or admin becomes a member of the federation.
 func (f *Federation) Identity(org string, role pki.Role, name string) (*pki.Identity, error) {
+	id, err := f.NonMemberIdentity(org, role, name)
+	if err != nil || role == pki.RoleServer {
+		return id, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !slices.Contains(f.members, org) {
+		f.members = append(f.members, org)
+		for _, s := range f.servers {
+			if err := s.AddMembers(org); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return id, nil
+}
+
+// NonMemberIdentity issues a certificate for org/role/name, as Identity does, without making
+// the org a member: its holder passes the TLS handshake and is denied by the policies.
+func (f *Federation) NonMemberIdentity(org string, role pki.Role, name string) (*pki.Identity, error) {
 	p := pki.Principal{Federation: f.Name, Org: org, Role: role, Name: name}
 	opt := pki.IssueOptions{Validity: 24 * time.Hour}
 	if role == pki.RoleServer {
@@ -72,7 +105,8 @@ func KeyFile(dir string) (string, error) {
 }
 
 // StartServer starts the real server for cfg: its store in cfg.Dir (default dir/server, with a
-// key file made on first use), listening on cfg.Listen (default 127.0.0.1:0).
+// key file made on first use), listening on cfg.Listen (default 127.0.0.1:0). Unless the config
+// names an entity file (cfg.Policy.Entities), the orgs Identity has made members are members.
 func (f *Federation) StartServer(cfg server.Config, opt server.Options) (*Running, error) {
 	cfg.Federation = f.Name
 	if cfg.Dir == "" {
@@ -93,9 +127,23 @@ func (f *Federation) StartServer(cfg server.Config, opt server.Options) (*Runnin
 		return nil, err
 	}
 	opt.Identity, opt.CAPool = id, f.Pool()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	derived := cfg.Policy.Entities == ""
+	if derived {
+		cfg.Policy.Members = slices.Clone(cfg.Policy.Members)
+		for _, m := range f.members {
+			if !slices.Contains(cfg.Policy.Members, m) {
+				cfg.Policy.Members = append(cfg.Policy.Members, m)
+			}
+		}
+	}
 	srv, err := server.New(cfg, opt)
 	if err != nil {
 		return nil, err
+	}
+	if derived {
+		f.servers = append(f.servers, srv)
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

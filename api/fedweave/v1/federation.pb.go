@@ -151,7 +151,10 @@ type JoinResponse struct {
 	Secure string `protobuf:"bytes,5,opt,name=secure,proto3" json:"secure,omitempty"`
 	Rounds uint64 `protobuf:"varint,6,opt,name=rounds,proto3" json:"rounds,omitempty"`
 	// The next round the server will open.
-	NextRound     uint64 `protobuf:"varint,7,opt,name=next_round,json=nextRound,proto3" json:"next_round,omitempty"`
+	NextRound uint64 `protobuf:"varint,7,opt,name=next_round,json=nextRound,proto3" json:"next_round,omitempty"`
+	// What the task trains for, and the modalities it trains on ("text", "image", "tabular").
+	Purpose       string   `protobuf:"bytes,8,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	Modalities    []string `protobuf:"bytes,9,rep,name=modalities,proto3" json:"modalities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +238,282 @@ func (x *JoinResponse) GetNextRound() uint64 {
 	return 0
 }
 
+func (x *JoinResponse) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetModalities() []string {
+	if x != nil {
+		return x.Modalities
+	}
+	return nil
+}
+
+type DescribeTaskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeTaskRequest) Reset() {
+	*x = DescribeTaskRequest{}
+	mi := &file_federation_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeTaskRequest) ProtoMessage() {}
+
+func (x *DescribeTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeTaskRequest.ProtoReflect.Descriptor instead.
+func (*DescribeTaskRequest) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DescribeTaskRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+// TaskInfo is what a client needs to decide, by its own sharing policy, whether to join a task.
+type TaskInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Task       string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Federation string                 `protobuf:"bytes,2,opt,name=federation,proto3" json:"federation,omitempty"`
+	Purpose    string                 `protobuf:"bytes,3,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	Modalities []string               `protobuf:"bytes,4,rep,name=modalities,proto3" json:"modalities,omitempty"`
+	// Protection of updates: "none", "secagg" or "mhe".
+	Secure        string `protobuf:"bytes,5,opt,name=secure,proto3" json:"secure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskInfo) Reset() {
+	*x = TaskInfo{}
+	mi := &file_federation_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskInfo) ProtoMessage() {}
+
+func (x *TaskInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
+func (*TaskInfo) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TaskInfo) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetFederation() string {
+	if x != nil {
+		return x.Federation
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *TaskInfo) GetModalities() []string {
+	if x != nil {
+		return x.Modalities
+	}
+	return nil
+}
+
+func (x *TaskInfo) GetSecure() string {
+	if x != nil {
+		return x.Secure
+	}
+	return ""
+}
+
+type DownloadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Task  string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// The round whose committed model to download; 0: the latest.
+	Round         uint64 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRequest) Reset() {
+	*x = DownloadRequest{}
+	mi := &file_federation_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRequest) ProtoMessage() {}
+
+func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRequest) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DownloadRequest) GetTask() string {
+	if x != nil {
+		return x.Task
+	}
+	return ""
+}
+
+func (x *DownloadRequest) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+// ModelChunk carries part of a committed model's parameter vector as little-endian float32.
+// The first chunk (index 0) also carries the model spec and its layout hash.
+type ModelChunk struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Round      uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	LayoutHash string                 `protobuf:"bytes,2,opt,name=layout_hash,json=layoutHash,proto3" json:"layout_hash,omitempty"`
+	// The model spec as JSON (package models, type Spec); in the first chunk only.
+	ModelSpec     []byte `protobuf:"bytes,3,opt,name=model_spec,json=modelSpec,proto3" json:"model_spec,omitempty"`
+	Index         uint32 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	Total         uint32 `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
+	Data          []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelChunk) Reset() {
+	*x = ModelChunk{}
+	mi := &file_federation_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelChunk) ProtoMessage() {}
+
+func (x *ModelChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelChunk.ProtoReflect.Descriptor instead.
+func (*ModelChunk) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ModelChunk) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *ModelChunk) GetLayoutHash() string {
+	if x != nil {
+		return x.LayoutHash
+	}
+	return ""
+}
+
+func (x *ModelChunk) GetModelSpec() []byte {
+	if x != nil {
+		return x.ModelSpec
+	}
+	return nil
+}
+
+func (x *ModelChunk) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ModelChunk) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ModelChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type ClientMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Body:
@@ -249,7 +528,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +540,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +553,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClientMessage) GetBody() isClientMessage_Body {
@@ -342,7 +621,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +633,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +646,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Hello) GetTask() string {
@@ -393,7 +672,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +684,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +697,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerMessage) GetBody() isServerMessage_Body {
@@ -530,7 +809,7 @@ type RoundStart struct {
 
 func (x *RoundStart) Reset() {
 	*x = RoundStart{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +821,7 @@ func (x *RoundStart) String() string {
 func (*RoundStart) ProtoMessage() {}
 
 func (x *RoundStart) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +834,7 @@ func (x *RoundStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundStart.ProtoReflect.Descriptor instead.
 func (*RoundStart) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RoundStart) GetRound() uint64 {
@@ -644,7 +923,7 @@ type RoundConfig struct {
 
 func (x *RoundConfig) Reset() {
 	*x = RoundConfig{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +935,7 @@ func (x *RoundConfig) String() string {
 func (*RoundConfig) ProtoMessage() {}
 
 func (x *RoundConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +948,7 @@ func (x *RoundConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundConfig.ProtoReflect.Descriptor instead.
 func (*RoundConfig) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RoundConfig) GetStrategy() string {
@@ -741,7 +1020,7 @@ type ParamsChunk struct {
 
 func (x *ParamsChunk) Reset() {
 	*x = ParamsChunk{}
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1032,7 @@ func (x *ParamsChunk) String() string {
 func (*ParamsChunk) ProtoMessage() {}
 
 func (x *ParamsChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[8]
+	mi := &file_federation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1045,7 @@ func (x *ParamsChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamsChunk.ProtoReflect.Descriptor instead.
 func (*ParamsChunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{8}
+	return file_federation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ParamsChunk) GetRound() uint64 {
@@ -812,7 +1091,7 @@ type PhaseMessage struct {
 
 func (x *PhaseMessage) Reset() {
 	*x = PhaseMessage{}
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1103,7 @@ func (x *PhaseMessage) String() string {
 func (*PhaseMessage) ProtoMessage() {}
 
 func (x *PhaseMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[9]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1116,7 @@ func (x *PhaseMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseMessage.ProtoReflect.Descriptor instead.
 func (*PhaseMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{9}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PhaseMessage) GetRound() uint64 {
@@ -890,7 +1169,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1181,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[10]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1194,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{10}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EvalReport) GetRound() uint64 {
@@ -966,7 +1245,7 @@ type RoundEnd struct {
 
 func (x *RoundEnd) Reset() {
 	*x = RoundEnd{}
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1257,7 @@ func (x *RoundEnd) String() string {
 func (*RoundEnd) ProtoMessage() {}
 
 func (x *RoundEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[11]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1270,7 @@ func (x *RoundEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundEnd.ProtoReflect.Descriptor instead.
 func (*RoundEnd) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{11}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RoundEnd) GetRound() uint64 {
@@ -1031,7 +1310,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1322,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1335,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskDone) GetRounds() uint64 {
@@ -1079,7 +1358,7 @@ const file_federation_proto_rawDesc = "" +
 	"\arecords\x18\x03 \x01(\x04R\arecords\"E\n" +
 	"\rModalityCount\x12\x1a\n" +
 	"\bmodality\x18\x01 \x01(\tR\bmodality\x12\x18\n" +
-	"\arecords\x18\x02 \x01(\x04R\arecords\"\xd1\x01\n" +
+	"\arecords\x18\x02 \x01(\x04R\arecords\"\x8b\x02\n" +
 	"\fJoinResponse\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12\x1e\n" +
 	"\n" +
@@ -1092,7 +1371,36 @@ const file_federation_proto_rawDesc = "" +
 	"\x06secure\x18\x05 \x01(\tR\x06secure\x12\x16\n" +
 	"\x06rounds\x18\x06 \x01(\x04R\x06rounds\x12\x1d\n" +
 	"\n" +
-	"next_round\x18\a \x01(\x04R\tnextRound\"\xa5\x01\n" +
+	"next_round\x18\a \x01(\x04R\tnextRound\x12\x18\n" +
+	"\apurpose\x18\b \x01(\tR\apurpose\x12\x1e\n" +
+	"\n" +
+	"modalities\x18\t \x03(\tR\n" +
+	"modalities\")\n" +
+	"\x13DescribeTaskRequest\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\"\x90\x01\n" +
+	"\bTaskInfo\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x1e\n" +
+	"\n" +
+	"federation\x18\x02 \x01(\tR\n" +
+	"federation\x12\x18\n" +
+	"\apurpose\x18\x03 \x01(\tR\apurpose\x12\x1e\n" +
+	"\n" +
+	"modalities\x18\x04 \x03(\tR\n" +
+	"modalities\x12\x16\n" +
+	"\x06secure\x18\x05 \x01(\tR\x06secure\";\n" +
+	"\x0fDownloadRequest\x12\x12\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\"\xa2\x01\n" +
+	"\n" +
+	"ModelChunk\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1f\n" +
+	"\vlayout_hash\x18\x02 \x01(\tR\n" +
+	"layoutHash\x12\x1d\n" +
+	"\n" +
+	"model_spec\x18\x03 \x01(\fR\tmodelSpec\x12\x14\n" +
+	"\x05index\x18\x04 \x01(\rR\x05index\x12\x14\n" +
+	"\x05total\x18\x05 \x01(\rR\x05total\x12\x12\n" +
+	"\x04data\x18\x06 \x01(\fR\x04data\"\xa5\x01\n" +
 	"\rClientMessage\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.fedweave.v1.HelloH\x00R\x05hello\x121\n" +
 	"\x05phase\x18\x02 \x01(\v2\x19.fedweave.v1.PhaseMessageH\x00R\x05phase\x12-\n" +
@@ -1159,11 +1467,13 @@ const file_federation_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\"\n" +
 	"\fparticipants\x18\x04 \x01(\rR\fparticipants\"\"\n" +
 	"\bTaskDone\x12\x16\n" +
-	"\x06rounds\x18\x01 \x01(\x04R\x06rounds2\x94\x01\n" +
+	"\x06rounds\x18\x01 \x01(\x04R\x06rounds2\xa7\x02\n" +
 	"\n" +
 	"Federation\x12;\n" +
 	"\x04Join\x12\x18.fedweave.v1.JoinRequest\x1a\x19.fedweave.v1.JoinResponse\x12I\n" +
-	"\vParticipate\x12\x1a.fedweave.v1.ClientMessage\x1a\x1a.fedweave.v1.ServerMessage(\x010\x01B9Z7github.com/fedweave/fedweave/api/fedweave/v1;fedweavev1b\x06proto3"
+	"\vParticipate\x12\x1a.fedweave.v1.ClientMessage\x1a\x1a.fedweave.v1.ServerMessage(\x010\x01\x12G\n" +
+	"\fDescribeTask\x12 .fedweave.v1.DescribeTaskRequest\x1a\x15.fedweave.v1.TaskInfo\x12H\n" +
+	"\rDownloadModel\x12\x1c.fedweave.v1.DownloadRequest\x1a\x17.fedweave.v1.ModelChunk0\x01B9Z7github.com/fedweave/fedweave/api/fedweave/v1;fedweavev1b\x06proto3"
 
 var (
 	file_federation_proto_rawDescOnce sync.Once
@@ -1177,39 +1487,47 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_federation_proto_goTypes = []any{
-	(*JoinRequest)(nil),   // 0: fedweave.v1.JoinRequest
-	(*ModalityCount)(nil), // 1: fedweave.v1.ModalityCount
-	(*JoinResponse)(nil),  // 2: fedweave.v1.JoinResponse
-	(*ClientMessage)(nil), // 3: fedweave.v1.ClientMessage
-	(*Hello)(nil),         // 4: fedweave.v1.Hello
-	(*ServerMessage)(nil), // 5: fedweave.v1.ServerMessage
-	(*RoundStart)(nil),    // 6: fedweave.v1.RoundStart
-	(*RoundConfig)(nil),   // 7: fedweave.v1.RoundConfig
-	(*ParamsChunk)(nil),   // 8: fedweave.v1.ParamsChunk
-	(*PhaseMessage)(nil),  // 9: fedweave.v1.PhaseMessage
-	(*EvalReport)(nil),    // 10: fedweave.v1.EvalReport
-	(*RoundEnd)(nil),      // 11: fedweave.v1.RoundEnd
-	(*TaskDone)(nil),      // 12: fedweave.v1.TaskDone
+	(*JoinRequest)(nil),         // 0: fedweave.v1.JoinRequest
+	(*ModalityCount)(nil),       // 1: fedweave.v1.ModalityCount
+	(*JoinResponse)(nil),        // 2: fedweave.v1.JoinResponse
+	(*DescribeTaskRequest)(nil), // 3: fedweave.v1.DescribeTaskRequest
+	(*TaskInfo)(nil),            // 4: fedweave.v1.TaskInfo
+	(*DownloadRequest)(nil),     // 5: fedweave.v1.DownloadRequest
+	(*ModelChunk)(nil),          // 6: fedweave.v1.ModelChunk
+	(*ClientMessage)(nil),       // 7: fedweave.v1.ClientMessage
+	(*Hello)(nil),               // 8: fedweave.v1.Hello
+	(*ServerMessage)(nil),       // 9: fedweave.v1.ServerMessage
+	(*RoundStart)(nil),          // 10: fedweave.v1.RoundStart
+	(*RoundConfig)(nil),         // 11: fedweave.v1.RoundConfig
+	(*ParamsChunk)(nil),         // 12: fedweave.v1.ParamsChunk
+	(*PhaseMessage)(nil),        // 13: fedweave.v1.PhaseMessage
+	(*EvalReport)(nil),          // 14: fedweave.v1.EvalReport
+	(*RoundEnd)(nil),            // 15: fedweave.v1.RoundEnd
+	(*TaskDone)(nil),            // 16: fedweave.v1.TaskDone
 }
 var file_federation_proto_depIdxs = []int32{
 	1,  // 0: fedweave.v1.JoinRequest.modalities:type_name -> fedweave.v1.ModalityCount
-	4,  // 1: fedweave.v1.ClientMessage.hello:type_name -> fedweave.v1.Hello
-	9,  // 2: fedweave.v1.ClientMessage.phase:type_name -> fedweave.v1.PhaseMessage
-	10, // 3: fedweave.v1.ClientMessage.eval:type_name -> fedweave.v1.EvalReport
-	6,  // 4: fedweave.v1.ServerMessage.start:type_name -> fedweave.v1.RoundStart
-	8,  // 5: fedweave.v1.ServerMessage.params:type_name -> fedweave.v1.ParamsChunk
-	9,  // 6: fedweave.v1.ServerMessage.phase:type_name -> fedweave.v1.PhaseMessage
-	11, // 7: fedweave.v1.ServerMessage.end:type_name -> fedweave.v1.RoundEnd
-	12, // 8: fedweave.v1.ServerMessage.done:type_name -> fedweave.v1.TaskDone
-	7,  // 9: fedweave.v1.RoundStart.config:type_name -> fedweave.v1.RoundConfig
+	8,  // 1: fedweave.v1.ClientMessage.hello:type_name -> fedweave.v1.Hello
+	13, // 2: fedweave.v1.ClientMessage.phase:type_name -> fedweave.v1.PhaseMessage
+	14, // 3: fedweave.v1.ClientMessage.eval:type_name -> fedweave.v1.EvalReport
+	10, // 4: fedweave.v1.ServerMessage.start:type_name -> fedweave.v1.RoundStart
+	12, // 5: fedweave.v1.ServerMessage.params:type_name -> fedweave.v1.ParamsChunk
+	13, // 6: fedweave.v1.ServerMessage.phase:type_name -> fedweave.v1.PhaseMessage
+	15, // 7: fedweave.v1.ServerMessage.end:type_name -> fedweave.v1.RoundEnd
+	16, // 8: fedweave.v1.ServerMessage.done:type_name -> fedweave.v1.TaskDone
+	11, // 9: fedweave.v1.RoundStart.config:type_name -> fedweave.v1.RoundConfig
 	0,  // 10: fedweave.v1.Federation.Join:input_type -> fedweave.v1.JoinRequest
-	3,  // 11: fedweave.v1.Federation.Participate:input_type -> fedweave.v1.ClientMessage
-	2,  // 12: fedweave.v1.Federation.Join:output_type -> fedweave.v1.JoinResponse
-	5,  // 13: fedweave.v1.Federation.Participate:output_type -> fedweave.v1.ServerMessage
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
+	7,  // 11: fedweave.v1.Federation.Participate:input_type -> fedweave.v1.ClientMessage
+	3,  // 12: fedweave.v1.Federation.DescribeTask:input_type -> fedweave.v1.DescribeTaskRequest
+	5,  // 13: fedweave.v1.Federation.DownloadModel:input_type -> fedweave.v1.DownloadRequest
+	2,  // 14: fedweave.v1.Federation.Join:output_type -> fedweave.v1.JoinResponse
+	9,  // 15: fedweave.v1.Federation.Participate:output_type -> fedweave.v1.ServerMessage
+	4,  // 16: fedweave.v1.Federation.DescribeTask:output_type -> fedweave.v1.TaskInfo
+	6,  // 17: fedweave.v1.Federation.DownloadModel:output_type -> fedweave.v1.ModelChunk
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1220,12 +1538,12 @@ func file_federation_proto_init() {
 	if File_federation_proto != nil {
 		return
 	}
-	file_federation_proto_msgTypes[3].OneofWrappers = []any{
+	file_federation_proto_msgTypes[7].OneofWrappers = []any{
 		(*ClientMessage_Hello)(nil),
 		(*ClientMessage_Phase)(nil),
 		(*ClientMessage_Eval)(nil),
 	}
-	file_federation_proto_msgTypes[5].OneofWrappers = []any{
+	file_federation_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerMessage_Start)(nil),
 		(*ServerMessage_Params)(nil),
 		(*ServerMessage_Phase)(nil),
@@ -1238,7 +1556,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

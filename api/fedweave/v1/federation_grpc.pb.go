@@ -25,8 +25,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Federation_Join_FullMethodName        = "/fedweave.v1.Federation/Join"
-	Federation_Participate_FullMethodName = "/fedweave.v1.Federation/Participate"
+	Federation_Join_FullMethodName          = "/fedweave.v1.Federation/Join"
+	Federation_Participate_FullMethodName   = "/fedweave.v1.Federation/Participate"
+	Federation_DescribeTask_FullMethodName  = "/fedweave.v1.Federation/DescribeTask"
+	Federation_DownloadModel_FullMethodName = "/fedweave.v1.Federation/DownloadModel"
 )
 
 // FederationClient is the client API for Federation service.
@@ -42,6 +44,14 @@ type FederationClient interface {
 	// phase with PhaseMessages of its own. A message that breaks the protocol ends the stream with
 	// a status that says why.
 	Participate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ClientMessage, ServerMessage], error)
+	// DescribeTask returns the terms of a task (its purpose and modalities) to a client that may
+	// join it, so that the client can check them against its own sharing policy before it sends
+	// anything about its records. It is authorized as Join and is not recorded as a join.
+	DescribeTask(ctx context.Context, in *DescribeTaskRequest, opts ...grpc.CallOption) (*TaskInfo, error)
+	// DownloadModel streams the parameters of a committed model of the task (round 0: the latest),
+	// for readers of member orgs. It is authorized as DownloadModel on Model::"<task>/<round>"
+	// and recorded in the audit log.
+	DownloadModel(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ModelChunk], error)
 }
 
 type federationClient struct {
@@ -75,6 +85,35 @@ func (c *federationClient) Participate(ctx context.Context, opts ...grpc.CallOpt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Federation_ParticipateClient = grpc.BidiStreamingClient[ClientMessage, ServerMessage]
 
+func (c *federationClient) DescribeTask(ctx context.Context, in *DescribeTaskRequest, opts ...grpc.CallOption) (*TaskInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TaskInfo)
+	err := c.cc.Invoke(ctx, Federation_DescribeTask_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *federationClient) DownloadModel(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ModelChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Federation_ServiceDesc.Streams[1], Federation_DownloadModel_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DownloadRequest, ModelChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Federation_DownloadModelClient = grpc.ServerStreamingClient[ModelChunk]
+
 // FederationServer is the server API for Federation service.
 // All implementations must embed UnimplementedFederationServer
 // for forward compatibility.
@@ -88,6 +127,14 @@ type FederationServer interface {
 	// phase with PhaseMessages of its own. A message that breaks the protocol ends the stream with
 	// a status that says why.
 	Participate(grpc.BidiStreamingServer[ClientMessage, ServerMessage]) error
+	// DescribeTask returns the terms of a task (its purpose and modalities) to a client that may
+	// join it, so that the client can check them against its own sharing policy before it sends
+	// anything about its records. It is authorized as Join and is not recorded as a join.
+	DescribeTask(context.Context, *DescribeTaskRequest) (*TaskInfo, error)
+	// DownloadModel streams the parameters of a committed model of the task (round 0: the latest),
+	// for readers of member orgs. It is authorized as DownloadModel on Model::"<task>/<round>"
+	// and recorded in the audit log.
+	DownloadModel(*DownloadRequest, grpc.ServerStreamingServer[ModelChunk]) error
 	mustEmbedUnimplementedFederationServer()
 }
 
@@ -103,6 +150,12 @@ func (UnimplementedFederationServer) Join(context.Context, *JoinRequest) (*JoinR
 }
 func (UnimplementedFederationServer) Participate(grpc.BidiStreamingServer[ClientMessage, ServerMessage]) error {
 	return status.Error(codes.Unimplemented, "method Participate not implemented")
+}
+func (UnimplementedFederationServer) DescribeTask(context.Context, *DescribeTaskRequest) (*TaskInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method DescribeTask not implemented")
+}
+func (UnimplementedFederationServer) DownloadModel(*DownloadRequest, grpc.ServerStreamingServer[ModelChunk]) error {
+	return status.Error(codes.Unimplemented, "method DownloadModel not implemented")
 }
 func (UnimplementedFederationServer) mustEmbedUnimplementedFederationServer() {}
 func (UnimplementedFederationServer) testEmbeddedByValue()                    {}
@@ -150,6 +203,35 @@ func _Federation_Participate_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Federation_ParticipateServer = grpc.BidiStreamingServer[ClientMessage, ServerMessage]
 
+func _Federation_DescribeTask_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeTaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FederationServer).DescribeTask(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Federation_DescribeTask_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FederationServer).DescribeTask(ctx, req.(*DescribeTaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Federation_DownloadModel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FederationServer).DownloadModel(m, &grpc.GenericServerStream[DownloadRequest, ModelChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Federation_DownloadModelServer = grpc.ServerStreamingServer[ModelChunk]
+
 // Federation_ServiceDesc is the grpc.ServiceDesc for Federation service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -161,6 +243,10 @@ var Federation_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Join",
 			Handler:    _Federation_Join_Handler,
 		},
+		{
+			MethodName: "DescribeTask",
+			Handler:    _Federation_DescribeTask_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -168,6 +254,11 @@ var Federation_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Federation_Participate_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "DownloadModel",
+			Handler:       _Federation_DownloadModel_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "federation.proto",
