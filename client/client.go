@@ -23,8 +23,11 @@
 // tasks and purposes it takes part in and which modalities may contribute; the client enforces
 // it before it trains and before any byte about its records leaves.
 //
-// Not here yet: secure aggregation protocols (the task's "secure" setting must be none), and an
-// encrypted local store of the partner's records.
+// Updates are protected as the task says: "secagg" (SecAgg+, crypto/secagg: the client checks
+// every neighbour's signed key advertisement against the federation CA) or "none".
+//
+// Not here yet: threshold homomorphic aggregation ("mhe"), and an encrypted local store of the
+// partner's records.
 package client
 
 import (
@@ -50,6 +53,7 @@ import (
 	pb "github.com/fedweave/fedweave/api/fedweave/v1"
 	"github.com/fedweave/fedweave/crypto/agg"
 	"github.com/fedweave/fedweave/crypto/pki"
+	"github.com/fedweave/fedweave/crypto/secagg"
 	"github.com/fedweave/fedweave/dataset"
 	"github.com/fedweave/fedweave/models"
 )
@@ -261,11 +265,9 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (done boo
 	if m.LayoutHash() != join.GetLayoutHash() {
 		return false, fmt.Errorf("client: the server's layout hash %.12s does not match its spec (%.12s)", join.GetLayoutHash(), m.LayoutHash())
 	}
-	proto, err := protocolFor(join.GetSecure())
-	if err != nil {
+	if err := supported(join.GetSecure()); err != nil {
 		return false, err
 	}
-	proto = c.cfg.Sharing.protect(proto)
 	train, err := m.Encode(c.train)
 	if err != nil {
 		return false, fmt.Errorf("client: local records do not fit the task's model: %w", err)
@@ -285,7 +287,7 @@ func (c *Client) session(ctx context.Context, api pb.FederationClient) (done boo
 		return false, err
 	}
 	c.log.Info("joined", "task", c.cfg.Task, "next_round", join.GetNextRound())
-	r := &round{c: c, m: m, train: train, test: test, proto: proto, stream: stream, groups: models.ParamGroups(m.Layout())}
+	r := &round{c: c, m: m, train: train, test: test, secure: join.GetSecure(), stream: stream, groups: models.ParamGroups(m.Layout())}
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -343,12 +345,34 @@ func (c *Client) modalityCounts() []*pb.ModalityCount {
 	return out
 }
 
-// protocolFor returns the aggregation protocol a task names.
-func protocolFor(name string) (agg.Protocol, error) {
-	if name == "none" {
-		return agg.Plain{}, nil
+// supported refuses a protection this client cannot take part in.
+func supported(secure string) error {
+	switch secure {
+	case "none", "secagg":
+		return nil
 	}
-	return nil, fmt.Errorf("%w: the task asks for %q protection, which this client does not support yet", ErrRefused, name)
+	return fmt.Errorf("%w: the task asks for %q protection, which this client does not support yet", ErrRefused, secure)
+}
+
+// protocolFor returns the client's side of the round's aggregation protocol, from the task's
+// protection and the settings the round carries, wrapped by the partner's sharing policy.
+func (c *Client) protocolFor(secure string, settings []byte) (agg.Protocol, error) {
+	var proto agg.Protocol
+	switch secure {
+	case "none":
+		proto = agg.Plain{}
+	case "secagg":
+		var cfg secagg.Config
+		if err := json.Unmarshal(settings, &cfg); err != nil {
+			return nil, fmt.Errorf("client: the round's secagg settings: %w", err)
+		}
+		// Neighbours' key advertisements are checked against the federation CA: a server
+		// that forges one is caught here, not trusted.
+		proto = secagg.New(cfg, secagg.FromPKI(c.cfg.Identity), secagg.PKIVerifier(c.cfg.CAPool, c.cfg.Identity.Principal.Federation))
+	default:
+		return nil, supported(secure)
+	}
+	return c.cfg.Sharing.protect(proto), nil
 }
 
 // round is the client's state in the round in progress.
@@ -356,7 +380,7 @@ type round struct {
 	c           *Client
 	m           *models.Model
 	train, test *models.Encoded
-	proto       agg.Protocol
+	secure      string // the task's protection
 	stream      pb.Federation_ParticipateClient
 	groups      []uint8
 
@@ -440,7 +464,11 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 		copy(hash[:], raw)
 	}
 	p := agg.Params{Round: s.GetRound(), LayoutHash: hash, NumValues: r.m.NumParams(), NumGroups: models.NumGroups, Groups: r.groups, MaxWeight: s.GetMaxWeight()}
-	r.agg, err = r.proto.NewClient(p, int(s.GetIndex()), in)
+	proto, err := c.protocolFor(r.secure, s.GetProtocol())
+	if err != nil {
+		return err
+	}
+	r.agg, err = proto.NewClient(p, int(s.GetIndex()), in)
 	if err != nil {
 		return fmt.Errorf("client: protect update: %w", err)
 	}

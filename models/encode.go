@@ -179,9 +179,13 @@ func (n *net) fill(e *Encoded, rows []batchRow, classes int, sc *scratch) {
 	if n.tab != nil {
 		F := e.fLen
 		tab := grow(&sc.tab, B*F)
+		mean, std := n.normalizer()
 		for i, r := range rows {
-			if r.present[dataset.Tabular] {
-				copy(tab[i*F:(i+1)*F], e.tab[r.rec*F:(r.rec+1)*F])
+			if !r.present[dataset.Tabular] {
+				continue
+			}
+			for j, v := range e.tab[r.rec*F : (r.rec+1)*F] {
+				tab[i*F+j] = float32((float64(v) - mean[j]) / std[j])
 			}
 		}
 		writeFrom(n.tab, tab)

@@ -89,8 +89,8 @@ func TestGradients(t *testing.T) {
 			// Non-trivial normalisation statistics, so their use is checked too.
 			if s, ok := m.layout.Find("enc.tabular.norm.mean"); ok {
 				for i := range s.Size() {
-					m.params[s.Offset+i] = 0.5
-					m.params[s.Offset+s.Size()+i] = 2
+					m.params[s.Offset+i] = float32(math.Asinh(0.5) / NormScale)
+					m.params[s.Offset+s.Size()+i] = float32(math.Log(2) / NormScale)
 				}
 			}
 			p64 := make([]float64, len(m.params))

@@ -129,16 +129,17 @@ func (m *Model) normalizerUnset() bool {
 	if !ok {
 		return false
 	}
-	std, _ := m.layout.Find("enc.tabular.norm.std")
+	logStd, _ := m.layout.Find("enc.tabular.norm.logstd")
 	for j := range mean.Size() {
-		if m.params[mean.Offset+j] != 0 || m.params[std.Offset+j] != 1 {
+		if m.params[mean.Offset+j] != 0 || m.params[logStd.Offset+j] != 0 {
 			return false
 		}
 	}
 	return true
 }
 
-// FitNormalizer sets the tabular standardisation statistics (the enc.tabular.norm buffers) from
+// FitNormalizer sets the tabular standardisation statistics (the enc.tabular.norm buffers, in
+// the compressed form described at tabularEncoder) from
 // the records of d that carry tabular fields. It does nothing for a model without a tabular
 // encoder or data without tabular records.
 func (m *Model) FitNormalizer(d *Encoded) {
@@ -162,11 +163,11 @@ func (m *Model) FitNormalizer(d *Encoded) {
 		return
 	}
 	mean, _ := m.layout.Find("enc.tabular.norm.mean")
-	std, _ := m.layout.Find("enc.tabular.norm.std")
+	logStd, _ := m.layout.Find("enc.tabular.norm.logstd")
 	for j := range F {
 		mu := sum[j] / float64(cnt)
 		v := sq[j]/float64(cnt) - mu*mu
-		m.params[mean.Offset+j] = float32(mu)
-		m.params[std.Offset+j] = float32(math.Max(math.Sqrt(math.Max(v, 0)), 1e-6))
+		m.params[mean.Offset+j] = float32(math.Asinh(mu) / NormScale)
+		m.params[logStd.Offset+j] = float32(math.Log(math.Max(math.Sqrt(math.Max(v, 0)), 1e-6)) / NormScale)
 	}
 }

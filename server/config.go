@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/secagg"
 	"github.com/fedweave/fedweave/models"
 )
 
@@ -39,24 +41,25 @@ type TLSFiles struct {
 // policies (a Task's purpose, an org's consent) and the clients' sharing policies see it
 // (default research).
 type TaskConfig struct {
-	Name            string      `json:"name"`
-	Rounds          int         `json:"rounds"`            // rounds to commit
-	MinClients      int         `json:"min_clients"`       // a round needs this many contributions
-	ClientsPerRound int         `json:"clients_per_round"` // cohort size; 0: every connected client
-	Secure          string      `json:"secure"`            // none (secagg and mhe come with their packages)
-	Strategy        string      `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
-	ServerLR        float64     `json:"server_lr,omitempty"`
-	LocalEpochs     int         `json:"local_epochs"`
-	BatchSize       int         `json:"batch_size"`
-	LR              float64     `json:"lr,omitempty"`
-	Optimizer       string      `json:"optimizer,omitempty"`
-	ProxMu          float64     `json:"prox_mu,omitempty"`
-	ModalityDropout float64     `json:"modality_dropout,omitempty"`
-	Seed            uint64      `json:"seed"`
-	RoundTimeout    Duration    `json:"round_timeout"` // time for a cohort's first answer (training included)
-	PhaseTimeout    Duration    `json:"phase_timeout"` // time for every later phase
-	Purpose         string      `json:"purpose,omitempty"`
-	Model           models.Spec `json:"model"`
+	Name            string        `json:"name"`
+	Rounds          int           `json:"rounds"`            // rounds to commit
+	MinClients      int           `json:"min_clients"`       // a round needs this many contributions
+	ClientsPerRound int           `json:"clients_per_round"` // cohort size; 0: every connected client
+	Secure          string        `json:"secure"`            // none, secagg (mhe comes with its package)
+	SecAgg          secagg.Config `json:"secagg,omitempty"`  // k, t, kem and quant for secure: secagg
+	Strategy        string        `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
+	ServerLR        float64       `json:"server_lr,omitempty"`
+	LocalEpochs     int           `json:"local_epochs"`
+	BatchSize       int           `json:"batch_size"`
+	LR              float64       `json:"lr,omitempty"`
+	Optimizer       string        `json:"optimizer,omitempty"`
+	ProxMu          float64       `json:"prox_mu,omitempty"`
+	ModalityDropout float64       `json:"modality_dropout,omitempty"`
+	Seed            uint64        `json:"seed"`
+	RoundTimeout    Duration      `json:"round_timeout"` // time for a cohort's first answer (training included)
+	PhaseTimeout    Duration      `json:"phase_timeout"` // time for every later phase
+	Purpose         string        `json:"purpose,omitempty"`
+	Model           models.Spec   `json:"model"`
 }
 
 // Duration is a time.Duration written as "30s" in configs.
@@ -151,7 +154,7 @@ func (c *Config) Validate() error {
 	if t.ClientsPerRound != 0 && t.ClientsPerRound < t.MinClients {
 		bad("task.clients_per_round: %d is below min_clients %d", t.ClientsPerRound, t.MinClients)
 	}
-	if _, err := ProtocolFor(t.Secure); err != nil {
+	if _, _, err := ProtocolFor(t, nil, c.Federation); err != nil {
 		bad("task.secure: %v", err)
 	}
 	st, err := ParseStrategy(t.Strategy)
@@ -174,13 +177,31 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ProtocolFor returns the aggregation protocol named by a config's secure field.
-func ProtocolFor(name string) (agg.Protocol, error) {
-	switch name {
+// ProtocolFor returns the server's side of the task's aggregation protocol and the settings every
+// client of a round must use with it (sent in RoundStart.protocol as JSON). pool, when set, lets
+// the server check the clients' key advertisements itself; the clients always do.
+func ProtocolFor(t *TaskConfig, pool *x509.CertPool, federation string) (agg.Protocol, []byte, error) {
+	switch t.Secure {
 	case "none":
-		return agg.Plain{}, nil
-	case "secagg", "mhe":
-		return nil, fmt.Errorf("%q is not built yet; use none", name)
+		return agg.Plain{}, nil, nil
+	case "secagg":
+		if t.SecAgg.KEM != "" && t.SecAgg.KEM != "x25519" && t.SecAgg.KEM != "hybrid" {
+			return nil, nil, fmt.Errorf("secagg.kem %q: want x25519 or hybrid", t.SecAgg.KEM)
+		}
+		if err := t.SecAgg.Quant.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("secagg.quant: %w", err)
+		}
+		settings, err := json.Marshal(t.SecAgg)
+		if err != nil {
+			return nil, nil, err
+		}
+		var verify secagg.Verifier
+		if pool != nil {
+			verify = secagg.PKIVerifier(pool, federation)
+		}
+		return secagg.New(t.SecAgg, nil, verify), settings, nil
+	case "mhe":
+		return nil, nil, fmt.Errorf("%q is not built yet; use none or secagg", t.Secure)
 	}
-	return nil, fmt.Errorf("unknown protection %q (want none, secagg or mhe)", name)
+	return nil, nil, fmt.Errorf("unknown protection %q (want none, secagg or mhe)", t.Secure)
 }

@@ -10,9 +10,12 @@
 //
 // The cohort is chosen among the connected, authenticated clients; a round needs MinClients
 // contributions. Aggregation goes through an agg.Protocol, so the server learns only what the
-// protocol reveals (with "none", every update; with secure aggregation, the sum). Clients send
-// deltas with a weight per parameter group (see models.GroupOf), so that a client without a modality does not
-// dilute that modality's encoder. Every client message is validated (framing, round, phase,
+// protocol reveals (with "none", every update; with "secagg", SecAgg+ of crypto/secagg, only the
+// sum). The protocol's round state (key advertisements, encrypted shares, masked inputs) lives
+// in memory for the round alone and is dropped when the round ends, committed or aborted;
+// none of it is ever written to the store, so no TTL is needed to get rid of it. Clients send
+// deltas with a weight per parameter group (see models.GroupOf), so that a client without a
+// modality does not dilute that modality's encoder. Every client message is validated (framing, round, phase,
 // size, layout hash, finite values) and a bad one ends that client's stream with a status that
 // says why; it is never aggregated, and the round goes on without it. A client that drops out is
 // handled by the deadline; below MinClients the round is aborted, nothing is committed, and the
@@ -28,7 +31,7 @@
 // signs with its certificate's key. The Admin service (admin.go) changes the policies at run
 // time; DownloadModel serves committed models to readers.
 //
-// Not here yet: secure aggregation protocols, scaling out.
+// Not here yet: threshold homomorphic aggregation ("mhe"), scaling out.
 package server
 
 import (
@@ -88,7 +91,9 @@ type Server struct {
 	log   *slog.Logger
 	store *store.Store
 	proto agg.Protocol
-	strat Update
+	// protoSettings are the protocol's settings for clients (RoundStart.protocol).
+	protoSettings []byte
+	strat         Update
 
 	spec     models.Spec
 	layout   *models.Layout
@@ -120,7 +125,6 @@ func New(cfg Config, opt Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("server: config: %w", err)
 	}
-	proto, _ := ProtocolFor(cfg.Task.Secure)
 	strat, _ := ParseStrategy(cfg.Task.Strategy)
 	log := opt.Logger
 	if log == nil {
@@ -143,12 +147,16 @@ func New(cfg Config, opt Options) (*Server, error) {
 	if p := opt.Identity.Principal; p.Role != pki.RoleServer || p.Federation != cfg.Federation {
 		return nil, fmt.Errorf("server: certificate names %s, want a server of federation %q", p, cfg.Federation)
 	}
+	proto, protoSettings, err := ProtocolFor(&cfg.Task, opt.CAPool, cfg.Federation)
+	if err != nil {
+		return nil, fmt.Errorf("server: task.secure: %w", err)
+	}
 	st, err := store.Open(store.Options{Dir: cfg.Dir, KeyFile: cfg.KeyFile})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, opt: opt, log: log, store: st, proto: proto,
+		cfg: cfg, opt: opt, log: log, store: st, proto: proto, protoSettings: protoSettings,
 		strat:    Update{Strategy: strat, LR: cfg.Task.ServerLR},
 		spec:     cfg.Task.Model,
 		sessions: map[string]*session{},
@@ -449,7 +457,7 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		ok := ss.send(&pb.ServerMessage{Body: &pb.ServerMessage_Start{Start: &pb.RoundStart{
 			Round: r, Config: cfg, LayoutHash: s.hash, NumParams: uint64(len(params)),
 			ParamChunks: uint32(len(chunks)), Index: uint32(m.index), CohortSize: uint32(len(cohort)),
-			DeadlineMs: uint64(t.RoundTimeout.Milliseconds()), MaxWeight: maxWeight,
+			DeadlineMs: uint64(t.RoundTimeout.Milliseconds()), MaxWeight: maxWeight, Protocol: s.protoSettings,
 		}}})
 		for j, c := range chunks {
 			ok = ok && ss.send(&pb.ServerMessage{Body: &pb.ServerMessage_Params{Params: &pb.ParamsChunk{Round: r, Index: uint32(j), Total: uint32(len(chunks)), Data: c}}})

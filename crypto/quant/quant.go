@@ -62,11 +62,11 @@ const (
 // must use the same.
 type Config struct {
 	// Bits is the width of one quantized value, sign included: 2 to 32. 0 means DefaultBits.
-	Bits int
+	Bits int `json:"bits,omitempty"`
 	// Clip bounds the values: each is clipped to [-Clip, Clip] before quantization, so one
 	// step is Clip / (2^(Bits-1) - 1). 0 means DefaultClip; otherwise it must be positive
 	// and finite.
-	Clip float64
+	Clip float64 `json:"clip,omitempty"`
 }
 
 // withDefaults fills in the zero fields.

@@ -115,18 +115,18 @@ type Config struct {
 	// the complete graph.
 	// A sparse graph needs at least 4 neighbours (fewer would fall apart into pieces whose sums
 	// the server would learn), and n·k even: an odd K in an odd cohort counts as K+1.
-	K int
+	K int `json:"k,omitempty"`
 	// T is the number of shares that rebuild a secret, out of the k+1 holders (a client and its
 	// neighbours). 0 means a strict majority, floor((k+1)/2) + 1, the least that keeps a
 	// server from rebuilding both secrets of one client. It must be at least 2 and is capped at
 	// k+1, so that tiny cohorts need everyone.
-	T int
+	T int `json:"t,omitempty"`
 	// KEM names the key agreement: "x25519" (the default, "") or "hybrid" (X25519 with
 	// ML-KEM-768, circl's X25519MLKEM768, for protection against a future quantum computer
 	// that records today's rounds).
-	KEM string
+	KEM string `json:"kem,omitempty"`
 	// Quant is how inputs are encoded. Its Clip must cover the inputs' range; see package quant.
-	Quant quant.Config
+	Quant quant.Config `json:"quant"`
 }
 
 // Limits of the protocol, so that decoders bound what they accept.

@@ -30,14 +30,15 @@ end). With --report FILE, the figures are written as JSON to FILE and the accura
 a PNG beside it.
 
 Protection of updates (--secure):
+  secagg   SecAgg+ pairwise masking with dropout recovery: the server learns the sum of the
+           updates and nothing else (the default; --kem hybrid adds ML-KEM-768)
   none     plaintext updates; a baseline for debugging, never for real partners
-  secagg   SecAgg+ pairwise masking with dropout recovery (not built yet)
   mhe      threshold BGV homomorphic encryption (not built yet)
 
 Example:
 
 	# four clients, five rounds, one client vanishing in the middle of round 2
-	$ fedweave demo --clients 4 --rounds 5 --secure none --drop 1 --report demo.json
+	$ fedweave demo --clients 4 --rounds 5 --secure secagg --drop 1 --report demo.json
 `
 
 var demoCmd = &Command{
@@ -48,7 +49,8 @@ var demoCmd = &Command{
 		clients := fs.Int("clients", 4, "`number` of partner clients")
 		rounds := fs.Int("rounds", 5, "`number` of federated rounds")
 		localEpochs := fs.Int("local-epochs", 2, "`number` of local epochs per round")
-		secure := fs.String("secure", "none", "`protocol` that protects updates: none, secagg or mhe")
+		secure := fs.String("secure", "secagg", "`protocol` that protects updates: none, secagg or mhe")
+		kem := fs.String("kem", "x25519", "SecAgg+ key agreement: x25519, or hybrid (X25519 with ML-KEM-768)")
 		strategy := fs.String("strategy", "fedavg", "server `strategy`: fedavg, fedprox, fedadam or fedyogi")
 		head := fs.String("fusion", "gated", "fusion `head`: concat, gated, attention or late")
 		data := fs.String("data", "synthetic", "`dataset` the clients split among themselves: synthetic or a JSONL manifest")
@@ -80,8 +82,11 @@ var demoCmd = &Command{
 			case *n < 50:
 				return Usagef("--n must be at least 50, got %d", *n)
 			}
-			if *secure != "none" {
-				return Hint(fmt.Errorf("--secure %s is not built yet", *secure), "use --secure none for now")
+			if *secure == "mhe" {
+				return Hint(fmt.Errorf("--secure %s is not built yet", *secure), "use --secure secagg (the default) or none")
+			}
+			if *kem != "x25519" && *kem != "hybrid" {
+				return Usagef("unknown --kem %q: use x25519 or hybrid", *kem)
 			}
 			kind, err := fusion.ParseKind(*head)
 			if err != nil {
@@ -110,7 +115,7 @@ var demoCmd = &Command{
 				logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}
 			rep, err := demo.Run(ctx, demo.Options{
-				Clients: *clients, Rounds: *rounds, LocalEpochs: *localEpochs, Secure: *secure, Strategy: *strategy,
+				Clients: *clients, Rounds: *rounds, LocalEpochs: *localEpochs, Secure: *secure, KEM: *kem, Strategy: *strategy,
 				Fusion: kind, Data: all, DataName: ld.Name, Alpha: *alpha, Drop: *drop, Dir: workDir, Seed: *seed,
 				Stderr: env.Stderr, Logger: logger,
 			})

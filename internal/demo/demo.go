@@ -24,6 +24,7 @@ import (
 
 	"github.com/fedweave/fedweave/client"
 	"github.com/fedweave/fedweave/crypto/pki"
+	"github.com/fedweave/fedweave/crypto/secagg"
 	"github.com/fedweave/fedweave/dataset"
 	"github.com/fedweave/fedweave/fusion"
 	"github.com/fedweave/fedweave/internal/progress"
@@ -38,6 +39,7 @@ type Options struct {
 	Rounds      int
 	LocalEpochs int // per round; default 1
 	Secure      string
+	KEM         string // SecAgg+ key agreement: x25519 or hybrid
 	Strategy    string // default fedavg
 	Fusion      fusion.Kind
 	Data        *dataset.Dataset // all records; the demo holds out a test set and partitions the rest
@@ -156,7 +158,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	var mu sync.Mutex
 	var roundErr error
 	task := server.TaskConfig{
-		Name: "demo", Rounds: opt.Rounds, MinClients: opt.Clients - opt.Drop, Secure: opt.Secure, Strategy: opt.Strategy,
+		Name: "demo", Rounds: opt.Rounds, MinClients: opt.Clients - opt.Drop, Secure: opt.Secure, SecAgg: secagg.Config{KEM: opt.KEM}, Strategy: opt.Strategy,
 		LocalEpochs: opt.LocalEpochs, BatchSize: 64, Seed: opt.Seed, ModalityDropout: 0.2,
 		RoundTimeout: server.Duration{Duration: 2 * time.Minute}, Model: spec,
 	}
