@@ -45,7 +45,7 @@ type TaskConfig struct {
 	Rounds          int           `json:"rounds"`            // rounds to commit
 	MinClients      int           `json:"min_clients"`       // a round needs this many contributions
 	ClientsPerRound int           `json:"clients_per_round"` // cohort size; 0: every connected client
-	Secure          string        `json:"secure"`            // none, secagg (mhe comes with its package)
+	Secure          string        `json:"secure"`            // secagg (the default) or none; mhe comes with its package
 	SecAgg          secagg.Config `json:"secagg,omitempty"`  // k, t, kem and quant for secure: secagg
 	Strategy        string        `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
 	ServerLR        float64       `json:"server_lr,omitempty"`
@@ -109,7 +109,7 @@ func (c *Config) Defaults() {
 		t.MinClients = 2
 	}
 	if t.Secure == "" {
-		t.Secure = "none"
+		t.Secure = "secagg"
 	}
 	if t.Strategy == "" {
 		t.Strategy = string(FedAvg)

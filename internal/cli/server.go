@@ -60,7 +60,10 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	  rounds: 5                    # rounds to commit
 	  min_clients: 2               # a round needs this many contributions
 	  clients_per_round: 0         # cohort size; 0: every connected client
-	  secure: none                 # protection of updates: none (secagg and mhe are not built yet)
+	  secure: secagg               # protection of updates: secagg (SecAgg+, the server learns only
+	                               # the sum) or none (plaintext, for debugging); mhe is not built yet
+	  secagg: {kem: x25519}        # k neighbours (0: all), t shares, kem x25519 or hybrid,
+	                               # quant {bits: 16, clip: 1}
 	  strategy: fedavg             # fedavg, fedprox (with prox_mu), fedadam or fedyogi (with server_lr)
 	  local_epochs: 1
 	  batch_size: 64
@@ -83,7 +86,7 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	  # entities: entities.json    # instead of members: entity data, as examples/policies/entities.json
 
 Leave out the encoder of a modality that no partner has. Unset task fields take defaults:
-name default, purpose research, rounds 5, min_clients 2, secure none, strategy fedavg,
+name default, purpose research, rounds 5, min_clients 2, secure secagg, strategy fedavg,
 local_epochs 1, batch_size 64, optimizer adam, round_timeout 5m, phase_timeout 30s; the rest 0.
 
 Every call is decided by the policies (see "fedweave policy -h"): the built-in ones let the
