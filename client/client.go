@@ -26,8 +26,13 @@
 // Updates are protected as the task says: "secagg" (SecAgg+, crypto/secagg: the client checks
 // every neighbour's signed key advertisement against the federation CA) or "none".
 //
-// Not here yet: threshold homomorphic aggregation ("mhe"), and an encrypted local store of the
-// partner's records.
+// Records may also live in an encrypted local store (Config.Store, see OpenStore): the client
+// imports its Source into the store and trains from the store, and an erasure of a data
+// subject (Store.EraseSubject, "fedweave client erase") takes effect from the next round on.
+//
+// Under "mhe" (crypto/mhe, threshold BGV), the client takes part in the task's key set-up and
+// encrypts its update under the collective key; the server decrypts only the sum, with the
+// help of t clients (see mhe.go).
 package client
 
 import (
@@ -92,7 +97,11 @@ type Config struct {
 	CAPool                    *x509.CertPool
 	CertFile, KeyFile, CAFile string
 
-	Source   Source
+	Source Source
+	// Store, if set, is the partner's encrypted record store: the records of Source (which may
+	// then be nil) are imported into it, the client trains on the store's records, and reloads
+	// them before a round when they changed (an erasure). The caller opens and closes it.
+	Store    *Store
 	TestFrac float64 // share of records held out for local evaluation; default 0.2
 	Seed     uint64  // the local split and model initialisation
 
@@ -120,6 +129,9 @@ type Client struct {
 	log   *slog.Logger
 	train *dataset.Dataset
 	test  *dataset.Dataset
+	// storeGen is the Store's generation the records were loaded at.
+	storeGen uint64
+	mhe      mheKeys // key material of the mhe key sets this client is in (mhe.go)
 }
 
 // Errors Run returns.
@@ -131,8 +143,8 @@ var (
 
 // New checks the configuration, loads the identity and reads the records.
 func New(cfg Config) (*Client, error) {
-	if cfg.Server == "" || cfg.Task == "" || cfg.Source == nil {
-		return nil, fmt.Errorf("client: Server, Task and Source are required")
+	if cfg.Server == "" || cfg.Task == "" || (cfg.Source == nil && cfg.Store == nil) {
+		return nil, fmt.Errorf("client: Server, Task and Source (or Store) are required")
 	}
 	if cfg.TestFrac == 0 {
 		cfg.TestFrac = 0.2
@@ -175,7 +187,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if err := c.cfg.Sharing.checkTask(c.cfg.Identity.Principal.Federation, c.cfg.Task); err != nil {
 		return err
 	}
-	d, err := c.cfg.Source.Records(ctx)
+	d, err := c.records(ctx)
 	if err != nil {
 		return fmt.Errorf("client: read records: %w", err)
 	}
@@ -209,7 +221,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrNotShared) {
+		if errors.Is(err, ErrNotShared) || errors.Is(err, errNoRecords) {
 			return err
 		}
 		switch status.Code(err) {
@@ -348,7 +360,7 @@ func (c *Client) modalityCounts() []*pb.ModalityCount {
 // supported refuses a protection this client cannot take part in.
 func supported(secure string) error {
 	switch secure {
-	case "none", "secagg":
+	case "none", "secagg", "mhe":
 		return nil
 	}
 	return fmt.Errorf("%w: the task asks for %q protection, which this client does not support yet", ErrRefused, secure)
@@ -369,6 +381,11 @@ func (c *Client) protocolFor(secure string, settings []byte) (agg.Protocol, erro
 		// Neighbours' key advertisements are checked against the federation CA: a server
 		// that forges one is caught here, not trusted.
 		proto = secagg.New(cfg, secagg.FromPKI(c.cfg.Identity), secagg.PKIVerifier(c.cfg.CAPool, c.cfg.Identity.Principal.Federation))
+	case "mhe":
+		var err error
+		if proto, err = c.mheProtocol(settings); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, supported(secure)
 	}
@@ -393,6 +410,9 @@ type round struct {
 }
 
 func (r *round) start(s *pb.RoundStart) error {
+	if r.isMHESetup(s) {
+		return r.startSetup(s)
+	}
 	if s.GetLayoutHash() != r.m.LayoutHash() {
 		return fmt.Errorf("client: round %d is for another model layout", s.GetRound())
 	}
@@ -429,6 +449,9 @@ func (r *round) params(ctx context.Context, p *pb.ParamsChunk) error {
 // trainAndSend evaluates the global model, trains locally, and sends the protected update.
 func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []float32) error {
 	c := r.c
+	if err := r.refresh(ctx); err != nil {
+		return err
+	}
 	eval, err := r.m.Evaluate(r.test, models.PredictOptions{})
 	if err != nil {
 		return err

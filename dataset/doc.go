@@ -27,6 +27,9 @@
 //     clients and per-client modality availability.
 //   - [Tokenizer] maps text to fixed-length token ids without a shared
 //     vocabulary.
+//   - [DecodeRecord] reads one record in the manifest's JSON form with its
+//     image inline, as the inference service receives it; [EncodeRecord]
+//     writes that form.
 //
 // # Sharing and ownership
 //

@@ -146,6 +146,12 @@ func parseManifest(name string, in io.Reader) ([]manifestEntry, error) {
 // (encoding/json would also accept "ID" and "Label") and repeated fields
 // are caught.
 func parseManifestLine(line []byte) (manifestEntry, error) {
+	return parseRecordObject(line, false)
+}
+
+// parseRecordObject is parseManifestLine, and with inline set the form DecodeRecord reads: the
+// id may be absent and the image is data, not a path.
+func parseRecordObject(line []byte, inline bool) (manifestEntry, error) {
 	var e manifestEntry
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.UseNumber()
@@ -180,7 +186,7 @@ func parseManifestLine(line []byte) (manifestEntry, error) {
 			e.text, err = jsonString(key, raw)
 		case "image":
 			e.image, err = jsonString(key, raw)
-			if err == nil && !isNull(raw) {
+			if err == nil && !isNull(raw) && !inline {
 				err = checkImagePath(e.image)
 			}
 		case "tabular":
@@ -198,7 +204,7 @@ func parseManifestLine(line []byte) (manifestEntry, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return e, fmt.Errorf("unexpected data after the JSON object")
 	}
-	if e.id == "" {
+	if e.id == "" && !inline {
 		return e, fmt.Errorf(`missing or empty "id"`)
 	}
 	return e, nil

@@ -19,7 +19,9 @@
 // with no modality at all still gives finite, uniform output, and Dropout implements modality
 // dropout for training so that a fused model survives missing inputs at prediction time.
 //
-// Build is the entry point; package models calls it after the encoders.
+// Build is the entry point; package models calls it after the encoders. Shapley computes exact
+// Shapley values over the modalities from the value of every coalition, the attribution that
+// package explain serves.
 package fusion
 
 import (

@@ -4,6 +4,8 @@
 //
 // Start with DefaultSpec and New, turn a data set into arrays with Model.Encode, then call
 // Model.Fit (train with per-epoch evaluation) or Model.Train (what a client does in a round).
+// Model.Predict evaluates records, hiding modalities for the whole set (PredictOptions.Only) or
+// per record (PredictOptions.Visible, how package explain evaluates coalitions of modalities).
 // Model.Params, Model.SetParams and Model.LayoutHash are how parameters travel: a vector is
 // accepted only with the hash of the layout it was made for, and never with a non-finite value.
 //

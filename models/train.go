@@ -276,6 +276,10 @@ type Prediction struct {
 type PredictOptions struct {
 	// Only, when non-nil, hides every modality it marks false, as if the records lacked it.
 	Only *[dataset.NumModalities]bool
+	// Visible, when non-nil, holds one mask per record: record i is predicted seeing only the
+	// modalities that Visible[i] marks true (and Only allows). With it one call evaluates the
+	// same record under many coalitions of its modalities, the empty one included.
+	Visible [][dataset.NumModalities]bool
 	// BatchSize for the evaluation graph; default 256.
 	BatchSize int
 }
@@ -287,6 +291,9 @@ func (m *Model) Predict(d *Encoded, opt PredictOptions) ([]Prediction, error) {
 		bs = 256
 	}
 	bs = min(bs, max(d.n, 1))
+	if opt.Visible != nil && len(opt.Visible) != d.n {
+		return nil, fmt.Errorf("models: %d visibility masks for %d records", len(opt.Visible), d.n)
+	}
 	n, err := m.evalNet(bs)
 	if err != nil {
 		return nil, err
@@ -307,6 +314,11 @@ func (m *Model) Predict(d *Encoded, opt PredictOptions) ([]Prediction, error) {
 			if opt.Only != nil {
 				for j := range row.present {
 					row.present[j] = row.present[j] && opt.Only[j]
+				}
+			}
+			if opt.Visible != nil {
+				for j := range row.present {
+					row.present[j] = row.present[j] && opt.Visible[i][j]
 				}
 			}
 			rows = append(rows, row)

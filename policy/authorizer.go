@@ -337,7 +337,9 @@ func toValue(v any) (cedar.Value, error) {
 // them. Participate is the round stream: opening it is SubmitUpdate (the evaluation reports
 // sent on it ride on that decision). DescribeTask tells a client the terms of a task before it
 // joins, so whoever may Join may read them. The admin service's reads are ReadPolicy (CheckPolicy
-// too: it reveals what the policies decide), its changes ChangePolicy.
+// too: it reveals what the policies decide), its changes ChangePolicy; EraseOrg is RequestErasure
+// (on the Org), ErasureStatus ReadAudit (it reads what erasures did). The inference service's
+// Predict is Infer and its Explain is Explain.
 var methodActions = map[string]string{
 	"/fedweave.v1.Federation/Join":          "Join",
 	"/fedweave.v1.Federation/Participate":   "SubmitUpdate",
@@ -350,6 +352,10 @@ var methodActions = map[string]string{
 	"/fedweave.v1.Admin/RemovePolicy":       "ChangePolicy",
 	"/fedweave.v1.Admin/RollbackPolicy":     "ChangePolicy",
 	"/fedweave.v1.Admin/TailAudit":          "ReadAudit",
+	"/fedweave.v1.Admin/EraseOrg":           "RequestErasure",
+	"/fedweave.v1.Admin/ErasureStatus":      "ReadAudit",
+	"/fedweave.v1.Inference/Predict":        "Infer",
+	"/fedweave.v1.Inference/Explain":        "Explain",
 }
 
 // ActionForMethod returns the action that authorizes a gRPC method, given its full name as in

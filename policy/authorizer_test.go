@@ -237,6 +237,10 @@ func TestActionForMethod(t *testing.T) {
 		"/fedweave.v1.Admin/RemovePolicy":       "ChangePolicy",
 		"/fedweave.v1.Admin/RollbackPolicy":     "ChangePolicy",
 		"/fedweave.v1.Admin/TailAudit":          "ReadAudit",
+		"/fedweave.v1.Admin/EraseOrg":           "RequestErasure",
+		"/fedweave.v1.Admin/ErasureStatus":      "ReadAudit",
+		"/fedweave.v1.Inference/Predict":        "Infer",
+		"/fedweave.v1.Inference/Explain":        "Explain",
 	} {
 		got, ok := ActionForMethod(method)
 		if !ok || got != want {

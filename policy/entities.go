@@ -326,3 +326,21 @@ func (e *Entities) With(more *Entities) *Entities {
 	}
 	return &Entities{m: m}
 }
+
+// BoolAttr returns the boolean attribute name of the entity r, as in the entity data's
+// Model::"triage/3" tainted, and whether the entity exists and has such an attribute.
+func (e *Entities) BoolAttr(r Ref, name string) (value, ok bool) {
+	if e == nil {
+		return false, false
+	}
+	ent, found := e.m[r.uid()]
+	if !found {
+		return false, false
+	}
+	v, found := ent.Attributes.Get(cedar.String(name))
+	if !found {
+		return false, false
+	}
+	b, isBool := v.(cedar.Boolean)
+	return bool(b), isBool
+}

@@ -27,8 +27,8 @@ import (
 // Members: each is an Org of the federation, a member. Either way the server adds the entities
 // it knows itself, in place of any of the same id in the file: its Federation, its Task (the
 // task's purpose, and the modalities of its model) and one Model::"TASK/ROUND" per committed
-// round (released, not tainted). With neither Entities nor Members, no org is a member and
-// every call is denied.
+// round (released; tainted once TaintModels marks it). With neither Entities nor Members, no
+// org is a member and every call is denied.
 type PolicyConfig struct {
 	Dir      string   `json:"dir,omitempty"`
 	Entities string   `json:"entities,omitempty"`
@@ -65,7 +65,8 @@ type access struct {
 	// latest version and the authorizer's set agree, and entity rebuilds do not race.
 	mu      sync.Mutex
 	members []string
-	models  []uint64 // the committed rounds, ascending: one Model entity each
+	models  []uint64        // the committed rounds, ascending: one Model entity each
+	tainted map[uint64]bool // the rounds whose models are tainted (TaintModels)
 
 	signMu sync.Mutex
 	signed uint64 // the size of the audit log at its latest signed checkpoint
@@ -120,6 +121,9 @@ func (s *Server) initAccess() error {
 			a.models = append(a.models, r.Round)
 		}
 	}
+	if a.tainted, err = loadTainted(s.store, s.cfg.Task.Name); err != nil {
+		return fmt.Errorf("server: read the tainted models: %w", err)
+	}
 	s.access = a
 	ents, err := s.entities()
 	if err != nil {
@@ -164,11 +168,16 @@ func (s *Server) entities() (*policy.Entities, error) {
 	}
 	if a.file == nil {
 		for _, m := range a.members {
-			fed.Orgs = append(fed.Orgs, policy.Org{Name: m, Member: true})
+			if !s.erasedOrg(m) {
+				fed.Orgs = append(fed.Orgs, policy.Org{Name: m, Member: true})
+			}
 		}
 	}
+	for _, o := range s.erasedOrgs() { // no longer members, even in policy.entities (erase.go)
+		fed.Orgs = append(fed.Orgs, policy.Org{Name: o})
+	}
 	for _, r := range a.models {
-		fed.Models = append(fed.Models, policy.Model{Name: modelName(t.Name, r), Task: t.Name, Round: int64(r), Released: true})
+		fed.Models = append(fed.Models, policy.Model{Name: modelName(t.Name, r), Task: t.Name, Round: int64(r), Released: true, Tainted: a.tainted[r]})
 	}
 	e, err := fed.Entities()
 	if err != nil {

@@ -18,7 +18,10 @@ package server
 //	Participate               Task::"<the server's task>": a stream is for the server's one
 //	                          task, and the service refuses a Hello that names another
 //	DownloadModel             Model::"<task>/<round>", round 0 resolved to the latest committed
-//	Admin service             Federation::"<the server's federation>"
+//	Inference service         Model::"<task>/<round>" (empty task: the server's), round 0
+//	                          resolved to the latest committed model that is not tainted
+//	Admin service             Federation::"<the server's federation>", but EraseOrg:
+//	                          Org::"<the org to erase>"
 //
 // Exempt: the gRPC health service (grpc.health.v1.Health), for every verified principal of the
 // federation. Liveness probes run with whatever certificate the operator's tooling holds, the
@@ -110,15 +113,22 @@ func (s *Server) authorizeCall(p pki.Principal, method string, msg any) error {
 		req.Context = map[string]any{"modalities": mods}
 	case *pb.DescribeTaskRequest:
 		req.Resource = policy.Ref{Type: "Task", ID: m.GetTask()}
+	case *pb.EraseOrgRequest:
+		req.Resource = policy.Ref{Type: "Org", ID: m.GetOrg()}
 	case *pb.DownloadRequest:
 		round := m.GetRound()
 		if round == 0 {
-			round, _ = s.latestModel()
+			round, _ = s.latestServable()
 			// The handler serves exactly the model decided on, even if a round commits
 			// in between.
 			m.Round = round
 		}
 		req.Resource = policy.Ref{Type: "Model", ID: modelName(m.GetTask(), round)}
+	case *pb.PredictRequest:
+		// As for DownloadModel, the handler serves exactly the model decided on.
+		req.Resource = s.inferenceResource(&m.Task, &m.Round)
+	case *pb.ExplainRequest:
+		req.Resource = s.inferenceResource(&m.Task, &m.Round)
 	case nil:
 		if method != methodParticipate {
 			return status.Errorf(codes.PermissionDenied, "permission denied: %s: no request to decide on", method)

@@ -39,7 +39,10 @@ type head struct {
 // RoundRecord is the server's record of one round: its lineage (who contributed) and figures.
 // Participant identities stay on the server; partners never see them.
 type RoundRecord struct {
-	Round        uint64    `json:"round"`
+	Round uint64 `json:"round"`
+	// Parent is the checkpoint the round started from (its lineage); nil in records written
+	// before it was recorded, whose parent is the previous committed round.
+	Parent       *uint64   `json:"parent,omitempty"`
 	Committed    bool      `json:"committed"`
 	Reason       string    `json:"reason,omitempty"` // why it was aborted
 	Cohort       int       `json:"cohort"`

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"runtime"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
 	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/mhe"
 	"github.com/fedweave/fedweave/crypto/secagg"
 	"github.com/fedweave/fedweave/models"
 )
@@ -28,6 +31,65 @@ type Config struct {
 	// Policy says who may do what (see PolicyConfig); by default the built-in policies, and
 	// no member org.
 	Policy PolicyConfig `json:"policy,omitempty"`
+	// HTTPListen is the address of the inference service's HTTPS API (POST /v1/predict and
+	// /v1/explain, the same mutual TLS and authorization as gRPC); empty: off.
+	HTTPListen string `json:"http_listen,omitempty"`
+	// Serve limits the inference service (gRPC and HTTPS alike).
+	Serve ServeConfig `json:"serve,omitempty"`
+	// Retention says how many checkpoints the server keeps (see RetentionConfig).
+	Retention RetentionConfig `json:"retention,omitempty"`
+}
+
+// ServeConfig limits the inference service. The zero value of each field picks the default
+// noted.
+type ServeConfig struct {
+	// MaxRequestBytes bounds a request's record (and an HTTP body); default and at most
+	// 1 MiB, at least 1 KiB.
+	MaxRequestBytes int `json:"max_request_bytes,omitempty"`
+	// RatePerSecond and Burst are a token bucket per principal: each call takes a token, the
+	// bucket holds Burst tokens and refills at RatePerSecond. Defaults 20 and twice the rate
+	// (at least 1). A call that finds the bucket empty gets ResourceExhausted (HTTP 429).
+	RatePerSecond float64 `json:"rate_per_second,omitempty"`
+	Burst         int     `json:"burst,omitempty"`
+	// Workers is how many requests are evaluated at once, each on its own copy of the model;
+	// default the number of CPUs. Others wait.
+	Workers int `json:"workers,omitempty"`
+}
+
+// MaxServeRequestBytes is the largest ServeConfig.MaxRequestBytes: a request must fit in one
+// gRPC message of the server.
+const MaxServeRequestBytes = 1 << 20
+
+func (c *ServeConfig) defaults() {
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = MaxServeRequestBytes
+	}
+	if c.RatePerSecond == 0 {
+		c.RatePerSecond = 20
+	}
+	if c.Burst == 0 {
+		c.Burst = max(1, int(math.Ceil(2*c.RatePerSecond)))
+	}
+	if c.Workers == 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+}
+
+func (c *ServeConfig) validate() []error {
+	var errs []error
+	if c.MaxRequestBytes < 1<<10 || c.MaxRequestBytes > MaxServeRequestBytes {
+		errs = append(errs, fmt.Errorf("serve.max_request_bytes: %d is outside [1024, %d]", c.MaxRequestBytes, MaxServeRequestBytes))
+	}
+	if !(c.RatePerSecond > 0) || math.IsInf(c.RatePerSecond, 0) {
+		errs = append(errs, fmt.Errorf("serve.rate_per_second: must be a positive number"))
+	}
+	if c.Burst < 1 {
+		errs = append(errs, fmt.Errorf("serve.burst: must be at least 1"))
+	}
+	if c.Workers < 1 || c.Workers > 256 {
+		errs = append(errs, fmt.Errorf("serve.workers: must be from 1 to 256"))
+	}
+	return errs
 }
 
 // TLSFiles name the server's certificate, key and the federation CA.
@@ -45,8 +107,9 @@ type TaskConfig struct {
 	Rounds          int           `json:"rounds"`            // rounds to commit
 	MinClients      int           `json:"min_clients"`       // a round needs this many contributions
 	ClientsPerRound int           `json:"clients_per_round"` // cohort size; 0: every connected client
-	Secure          string        `json:"secure"`            // secagg (the default) or none; mhe comes with its package
+	Secure          string        `json:"secure"`            // secagg (the default), mhe or none
 	SecAgg          secagg.Config `json:"secagg,omitempty"`  // k, t, kem and quant for secure: secagg
+	MHE             MHEConfig     `json:"mhe,omitempty"`     // threshold, max_weight and quant for secure: mhe (see mhe.go)
 	Strategy        string        `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
 	ServerLR        float64       `json:"server_lr,omitempty"`
 	LocalEpochs     int           `json:"local_epochs"`
@@ -60,6 +123,12 @@ type TaskConfig struct {
 	PhaseTimeout    Duration      `json:"phase_timeout"` // time for every later phase
 	Purpose         string        `json:"purpose,omitempty"`
 	Model           models.Spec   `json:"model"`
+	// Classes and TabularFields name the model's classes and tabular fields, in order, as the
+	// inference service reads and writes records (the data set's schema); by default "0",
+	// "1", ... and "x0", "x1", .... They are kept in the store with the task, for offline
+	// prediction (OpenCheckpoint).
+	Classes       []string `json:"classes,omitempty"`
+	TabularFields []string `json:"tabular_fields,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in configs.
@@ -132,6 +201,7 @@ func (c *Config) Defaults() {
 	if t.Purpose == "" {
 		t.Purpose = "research"
 	}
+	c.Serve.defaults()
 }
 
 // Validate reports every problem of the config at once.
@@ -174,6 +244,9 @@ func (c *Config) Validate() error {
 		bad("task.model: %v", err)
 	}
 	errs = append(errs, c.Policy.validate()...)
+	errs = append(errs, c.Serve.validate()...)
+	errs = append(errs, c.Retention.validate()...)
+	errs = append(errs, t.validateNames()...)
 	return errors.Join(errs...)
 }
 
@@ -201,7 +274,12 @@ func ProtocolFor(t *TaskConfig, pool *x509.CertPool, federation string) (agg.Pro
 		}
 		return secagg.New(t.SecAgg, nil, verify), settings, nil
 	case "mhe":
-		return nil, nil, fmt.Errorf("%q is not built yet; use none or secagg", t.Secure)
+		// The round's protocol and settings depend on the task's key set-up: see
+		// Server.roundProtocol. This one only checks the config.
+		if err := t.MHE.validate(t.MinClients); err != nil {
+			return nil, nil, err
+		}
+		return mhe.New(mhe.Config{Quant: t.MHE.Quant}, nil), nil, nil
 	}
 	return nil, nil, fmt.Errorf("unknown protection %q (want none, secagg or mhe)", t.Secure)
 }

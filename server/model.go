@@ -35,7 +35,7 @@ func (h *service) DownloadModel(req *pb.DownloadRequest, stream pb.Federation_Do
 		return status.Errorf(codes.NotFound, "no committed model of task %q", req.GetTask())
 	}
 	round := req.GetRound()
-	b, err := s.store.Get(keyCheckpoint(task, round))
+	b, err := checkpointBytes(s.store, s.rest.ring, task, round)
 	if errors.Is(err, store.ErrNotFound) {
 		return status.Errorf(codes.NotFound, "no committed model of task %q at round %d", task, round)
 	}

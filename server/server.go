@@ -23,15 +23,21 @@
 //
 // Every commit (checkpoint, round record, head) is one atomic, synced store transaction, so the
 // server can be killed at any moment: on restart it resumes from the last committed checkpoint.
+// Each checkpoint is sealed under a data key of its own from the store's keyring (keys.go), so
+// that retention (Config.Retention) and the erasure of an org (erase.go: taint by lineage, roll
+// back, retrain without it, shred, signed receipt) destroy checkpoints in every copy of the store.
 //
 // Every call is authorized by cedar policies (authz.go, access.go; see PolicyConfig): the
 // principal from the verified certificate, the action from the method, the resource from the
 // request; denied calls get PermissionDenied. Joins, rounds, policy changes, denials and model
 // downloads go to the audit log in the store (package policy), whose checkpoints the server
 // signs with its certificate's key. The Admin service (admin.go) changes the policies at run
-// time; DownloadModel serves committed models to readers.
+// time; DownloadModel serves committed models to readers, and the Inference service
+// (inference.go) predicts and explains with them, over gRPC and HTTPS.
 //
-// Not here yet: threshold homomorphic aggregation ("mhe"), scaling out.
+// With "mhe" (crypto/mhe, threshold BGV), the task runs one key set-up over the round
+// channel before its first round, and the server decrypts only the sum, with the help of t
+// clients (mhe.go). Not here yet: scaling out.
 package server
 
 import (
@@ -61,6 +67,7 @@ import (
 
 	pb "github.com/fedweave/fedweave/api/fedweave/v1"
 	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/envelope"
 	"github.com/fedweave/fedweave/crypto/pki"
 	"github.com/fedweave/fedweave/internal/store"
 	"github.com/fedweave/fedweave/models"
@@ -82,6 +89,9 @@ type Options struct {
 	// tests and audits of what leaves the clients; with secure aggregation it sees only what
 	// the protocol reveals to the server.
 	OnUpdate func(principal string, round uint64, msg []byte)
+	// RootKey, if set, is the envelope root key of the store's keyring (a KMS, say), instead of
+	// the root key file beside Config.KeyFile (see KeyPaths and keys.go).
+	RootKey envelope.RootKey
 }
 
 // Server coordinates one task's rounds. Create it with New.
@@ -93,6 +103,7 @@ type Server struct {
 	proto agg.Protocol
 	// protoSettings are the protocol's settings for clients (RoundStart.protocol).
 	protoSettings []byte
+	mhe           *mheState // the task's key set under "mhe" (mhe.go); used by Run alone
 	strat         Update
 
 	spec     models.Spec
@@ -108,6 +119,8 @@ type Server struct {
 	health  *health.Server
 	metrics *metrics
 	access  *access // policies, entity data, audit log
+	rest    *atRest // keyring, erasures (keys.go, erase.go)
+	infer   *inference
 	http    *http.Server
 
 	mu       sync.Mutex
@@ -155,8 +168,13 @@ func New(cfg Config, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	rest, err := openAtRest(&cfg, &opt, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	s := &Server{
-		cfg: cfg, opt: opt, log: log, store: st, proto: proto, protoSettings: protoSettings,
+		cfg: cfg, opt: opt, log: log, store: st, rest: rest, proto: proto, protoSettings: protoSettings,
 		strat:    Update{Strategy: strat, LR: cfg.Task.ServerLR},
 		spec:     cfg.Task.Model,
 		sessions: map[string]*session{},
@@ -173,6 +191,10 @@ func New(cfg Config, opt Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if err := s.resumeAtRest(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(pki.ServerTLS(opt.Identity, opt.CAPool))),
 		grpc.MaxRecvMsgSize(ChunkSize+64<<10),
@@ -185,6 +207,11 @@ func New(cfg Config, opt Options) (*Server, error) {
 	)
 	pb.RegisterFederationServer(s.grpc, &service{s: s})
 	pb.RegisterAdminServer(s.grpc, &adminService{s: s})
+	if s.infer, err = newInference(s); err != nil {
+		st.Close()
+		return nil, err
+	}
+	pb.RegisterInferenceServer(s.grpc, &inferenceService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
@@ -218,7 +245,7 @@ func (s *Server) restore() error {
 			if err := tx.Put(keyMeta(task), mb); err != nil {
 				return err
 			}
-			if err := tx.Put(keyCheckpoint(task, 0), encodeCheckpoint(s.hashRaw, s.params, OptState{})); err != nil {
+			if err := s.putCheckpoint(tx, 0, encodeCheckpoint(s.hashRaw, s.params, OptState{})); err != nil {
 				return err
 			}
 			return tx.Put(keyHead(task), hb)
@@ -230,7 +257,7 @@ func (s *Server) restore() error {
 	if _, err := loadJSON(s.store, keyHead(task), &s.head); err != nil {
 		return fmt.Errorf("server: read head: %w", err)
 	}
-	b, err := s.store.Get(keyCheckpoint(task, s.head.Round))
+	b, err := checkpointBytes(s.store, s.rest.ring, task, s.head.Round)
 	if err != nil {
 		return fmt.Errorf("server: read checkpoint %d: %w", s.head.Round, err)
 	}
@@ -258,6 +285,9 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.mu.Unlock()
 		go hs.Serve(ml)
 	}
+	if err := s.infer.listen(); err != nil {
+		return err
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s.grpc.Serve(lis)
 }
@@ -276,9 +306,25 @@ func (s *Server) Close() error {
 	if hs != nil {
 		hs.Close()
 	}
+	s.infer.close()
 	s.grpc.Stop()
 	s.signAudit()
 	return s.store.Close()
+}
+
+// Shutdown lets the calls in progress finish for up to grace (so that the clients receive what
+// was sent to them, such as the end of the task), then closes the server as Close does.
+func (s *Server) Shutdown(grace time.Duration) error {
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(grace):
+	}
+	return s.Close()
 }
 
 // Done is closed when the task has committed all its rounds.
@@ -340,6 +386,9 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if cohort, err = s.mheCohort(ctx, cohort); err != nil {
+			return err
+		}
 		rec, err := s.runRound(ctx, cohort)
 		if err != nil {
 			return err
@@ -375,7 +424,7 @@ func (s *Server) waitForCohort(ctx context.Context) ([]*session, error) {
 		}
 		next := s.head.NextRound
 		s.mu.Unlock()
-		live = s.stillAuthorized(live)
+		live = s.withoutErased(s.stillAuthorized(live))
 		if len(live) >= t.MinClients {
 			slices.SortFunc(live, func(a, b *session) int { return compareStrings(a.key, b.key) })
 			if t.ClientsPerRound > 0 && len(live) > t.ClientsPerRound {
@@ -427,9 +476,10 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	s.mu.Lock()
 	r := s.head.NextRound
 	params := slices.Clone(s.params)
+	parent := s.head.Round
 	s.mu.Unlock()
 	start := time.Now()
-	rec := RoundRecord{Round: r, Cohort: len(cohort), Started: start.UTC()}
+	rec := RoundRecord{Round: r, Parent: &parent, Cohort: len(cohort), Started: start.UTC()}
 	s.log.Info("round start", "round", r, "cohort", len(cohort))
 
 	s.mu.Lock()
@@ -439,7 +489,11 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	}
 	s.mu.Unlock()
 	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups, Groups: s.groups, MaxWeight: maxWeight}
-	srv, err := s.proto.NewServer(aggParams, len(cohort))
+	proto, protoSettings, err := s.roundProtocol(cohort)
+	if err != nil {
+		return rec, fmt.Errorf("server: round %d: %w", r, err)
+	}
+	srv, err := proto.NewServer(aggParams, len(cohort))
 	if err != nil {
 		return rec, fmt.Errorf("server: round %d: %w", r, err)
 	}
@@ -457,7 +511,7 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		ok := ss.send(&pb.ServerMessage{Body: &pb.ServerMessage_Start{Start: &pb.RoundStart{
 			Round: r, Config: cfg, LayoutHash: s.hash, NumParams: uint64(len(params)),
 			ParamChunks: uint32(len(chunks)), Index: uint32(m.index), CohortSize: uint32(len(cohort)),
-			DeadlineMs: uint64(t.RoundTimeout.Milliseconds()), MaxWeight: maxWeight, Protocol: s.protoSettings,
+			DeadlineMs: uint64(t.RoundTimeout.Milliseconds()), MaxWeight: maxWeight, Protocol: protoSettings,
 		}}})
 		for j, c := range chunks {
 			ok = ok && ss.send(&pb.ServerMessage{Body: &pb.ServerMessage_Params{Params: &pb.ParamsChunk{Round: r, Index: uint32(j), Total: uint32(len(chunks)), Data: c}}})
@@ -526,6 +580,11 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	}
 	if rec.Reason == "" && len(sum.Contributors) < t.MinClients {
 		rec.Reason = fmt.Sprintf("%d of the cohort contributed, the round needs %d", len(sum.Contributors), t.MinClients)
+	}
+	release := s.holdCommits() // no erasure from here to the commit
+	defer release()
+	if rec.Reason == "" {
+		rec.Reason = s.erasureVeto(&rec)
 	}
 	var next []float32
 	var nextOpt OptState
@@ -675,7 +734,7 @@ func (s *Server) commit(rec RoundRecord, params []float32, st OptState) error {
 		rb, _ := json.Marshal(rec)
 		hb, _ := json.Marshal(h)
 		if rec.Committed {
-			if err := tx.Put(keyCheckpoint(task, rec.Round), encodeCheckpoint(s.hashRaw, params, st)); err != nil {
+			if err := s.putCheckpoint(tx, rec.Round, encodeCheckpoint(s.hashRaw, params, st)); err != nil {
 				return err
 			}
 		}

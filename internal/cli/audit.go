@@ -187,6 +187,11 @@ var auditVerifyCmd = &Command{
 			fmt.Fprintf(env.Stdout, "verified %d %s and %d signed %s\n", rep.Size, plural(rep.Size, "entry", "entries"),
 				rep.Checkpoints, plural(uint64(rep.Checkpoints), "checkpoint", "checkpoints"))
 			fmt.Fprintf(env.Stdout, "root %s (size %d)\n", rep.Root, rep.Size)
+			if n, err := verifyReceipts(st, pub); err != nil {
+				return Hint(err, "the receipt was not signed by the key of --pubkey: give the certificate of the server that carried out the erasure")
+			} else if n > 0 {
+				fmt.Fprintf(env.Stdout, "verified %d erasure %s, signed by the same key\n", n, plural(uint64(n), "receipt", "receipts"))
+			}
 			if rep.Checkpoints == 0 {
 				env.Warnf("the log has no signed checkpoint: no signature vouches for it")
 				return nil

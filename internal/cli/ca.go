@@ -90,24 +90,7 @@ func runCA(ctx context.Context, env *Env, args []string) error {
 		return Hint(Usagef("unknown ca subcommand %q", args[0]),
 			`the ca subcommands are init and issue; run "fedweave ca -h" for what they do`)
 	}
-	// As Env.dispatch does for a command.
-	flags := newFlagSet(sub)
-	run := sub.Flags(flags)
-	err := flags.Parse(args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		printCommandUsage(env.Stdout, sub, flags)
-		return nil
-	}
-	if err != nil {
-		return Hint(&UsageError{Err: err}, usageHint(sub))
-	}
-	err = run(ctx, env, flags.Args())
-	var u *UsageError
-	var h *HintError
-	if errors.As(err, &u) && !errors.As(err, &h) {
-		err = Hint(err, usageHint(sub))
-	}
-	return err
+	return env.runCommand(ctx, sub, args[1:])
 }
 
 const caInitUsage = `usage: fedweave ca init --dir DIR --federation NAME [--validity DURATION]

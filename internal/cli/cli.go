@@ -73,7 +73,10 @@ var commands = []*Command{
 	caCmd,
 	serverCmd,
 	clientCmd,
+	predictCmd,
+	explainCmd,
 	policyCmd,
+	eraseCmd,
 	auditCmd,
 	versionCmd,
 }
@@ -170,9 +173,16 @@ func (env *Env) dispatch(ctx context.Context, args []string) error {
 	if c == nil {
 		return unknownCommand(name)
 	}
+	return env.runCommand(ctx, c, rest)
+}
+
+// runCommand parses c's flags from args and runs it: -h prints its usage, and a usage error
+// gets the hint that points to it. Commands with subcommands (ca, policy, audit) call it for
+// the subcommand they dispatch to.
+func (env *Env) runCommand(ctx context.Context, c *Command, args []string) error {
 	fs := newFlagSet(c)
 	run := c.Flags(fs)
-	err := fs.Parse(rest)
+	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		printCommandUsage(env.Stdout, c, fs)
 		return nil

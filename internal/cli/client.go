@@ -22,6 +22,7 @@ import (
 )
 
 const clientUsage = `usage: fedweave client --config FILE [--server ADDR|@FILE] [--timeout DURATION] [--v]
+       fedweave client erase --subject ID (--config FILE | --store DIR --keys DIR) [--rotate]
 
 Client takes part in a federation's training task for a partner organisation: it reads the
 partner's records, connects to the aggregation server with the partner's certificate (mutual
@@ -46,6 +47,10 @@ directory fedweave runs in. A complete config:
 	test_frac: 0.2                 # share of the records held out to evaluate the global model
 	seed: 7                        # the local test split, initialisation and shuffling
 	sharing: sharing.yaml          # optional: the partner's own sharing policy
+	store:                         # optional: keep the records in an encrypted store, train from it
+	  dir: state/records           # the store: badger encryption, records sealed per data subject
+	  keys: keys/records           # its keys (master.key, root.key, keyring), created if missing;
+	                               # keep them apart from dir and out of its backups
 
 data: synthetic stands for a partner's share of fedweave's synthetic data, so that a tutorial
 runs several clients without files: that many records are generated from the synthetic seed
@@ -69,6 +74,15 @@ their encoders:
 	modalities: [text, tabular]    # no image leaves this site
 	purposes: [research, diagnosis]
 
+With a store, the client imports the records of data into it (skipping erased subjects) and
+trains on the store's records; the data subject of a record is its id. "fedweave client erase
+--subject ID" erases a subject: its data key is shredded (a copy of the store taken before the
+erasure cannot yield its records, even with the store's keys) and its records are deleted; the
+store remembers the subject's pseudonym, so that its records are not imported again while data
+still has them. --rotate also moves the other subjects' keys to a new keyring epoch, so that no
+copy of the store from before opens with the current keys at all. Stop the client first: a store
+is used by one process at a time.
+
 The server address may also be @FILE: the address is read from FILE, as "fedweave server
 --addr-file FILE" writes it, waiting up to a minute for the file to appear (for scripts and
 tests).
@@ -82,6 +96,8 @@ Example:
 	round 2: global model accuracy 0.5208 on 240 local test records; trained: loss 0.8911, 1902 samples/s
 	...
 	task triage complete: this client took part in 5 rounds
+	$ fedweave client erase --subject patient-0017 --config client.yaml
+	subject erased: 1 record deleted, its data key shredded
 `
 
 var clientCmd = &Command{
@@ -94,6 +110,9 @@ var clientCmd = &Command{
 		timeout := flags.Duration("timeout", 0, "give up when the task is not complete after this `duration`; 0: no limit")
 		verbose := flags.Bool("v", false, "log the client's events (joining, updates sent) besides one line per round")
 		return func(ctx context.Context, env *Env, args []string) error {
+			if len(args) > 0 && args[0] == "erase" {
+				return runClientErase(ctx, env, *config, args[1:])
+			}
 			switch {
 			case len(args) > 0:
 				return Usagef("unexpected argument %q", args[0])
@@ -134,8 +153,15 @@ type clientConfig struct {
 	TestFrac   float64             `json:"test_frac,omitempty"`
 	Seed       uint64              `json:"seed"`
 	Sharing    string              `json:"sharing,omitempty"`
+	Store      *clientStore        `json:"store,omitempty"`
 
 	path string // the file it was read from
+}
+
+// clientStore names the client's encrypted record store.
+type clientStore struct {
+	Dir  string `json:"dir"`
+	Keys string `json:"keys"`
 }
 
 type clientTLS struct {
@@ -229,6 +255,9 @@ func (c *clientConfig) validate() error {
 	if !(c.TestFrac > 0 && c.TestFrac < 1) {
 		bad("test_frac: must be between 0 and 1, got %g", c.TestFrac)
 	}
+	if st := c.Store; st != nil && (st.Dir == "" || st.Keys == "") {
+		bad("store: dir and keys are required, as in {dir: state/records, keys: keys/records}")
+	}
 	return errors.Join(errs...)
 }
 
@@ -261,11 +290,18 @@ func runClient(ctx context.Context, env *Env, cfg *clientConfig, verbose bool) e
 			return err
 		}
 	}
+	st, err := openClientStore(cfg)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+	}
 	rounds := 0
 	c, err := client.New(client.Config{
 		Server: addr, ServerName: cfg.ServerName, Task: cfg.Task,
 		Identity: id, CAPool: pool,
-		Source: src, TestFrac: cfg.TestFrac, Seed: cfg.Seed, Sharing: sharing,
+		Source: src, Store: st, TestFrac: cfg.TestFrac, Seed: cfg.Seed, Sharing: sharing,
 		Logger: log,
 		OnRound: func(e client.RoundEvent) {
 			switch e.Stage {

@@ -125,21 +125,7 @@ func runGroup(ctx context.Context, env *Env, group string, subs []*Command, args
 		}
 		return run(ctx, env, args[1:])
 	}
-	err := flags.Parse(args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		printCommandUsage(env.Stdout, sub, flags)
-		return nil
-	}
-	if err != nil {
-		return Hint(&UsageError{Err: err}, usageHint(sub))
-	}
-	err = run(ctx, env, flags.Args())
-	var u *UsageError
-	var h *HintError
-	if errors.As(err, &u) && !errors.As(err, &h) {
-		err = Hint(err, usageHint(sub))
-	}
-	return err
+	return env.runCommand(ctx, sub, args[1:])
 }
 
 const policyValidateUsage = `usage: fedweave policy validate -f FILE [--schema FILE] [--entities FILE]

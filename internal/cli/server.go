@@ -24,7 +24,7 @@ import (
 	"github.com/fedweave/fedweave/server"
 )
 
-const serverUsage = `usage: fedweave server --config FILE [--listen ADDR] [--addr-file FILE] [--timeout DURATION] [--v]
+const serverUsage = `usage: fedweave server --config FILE [--listen ADDR] [--addr-file FILE] [--timeout DURATION] [--serve] [--v]
 
 Server runs the aggregation server of a federation for one training task, as its operator
 does: it accepts the partners' clients over mutual TLS, opens a round once task.min_clients of
@@ -39,7 +39,10 @@ is refused; use a new dir or task name for a new model.
 
 The store's master key is read from key_file. If that file does not exist, server creates it
 (mode 0600) and says so: back it up and keep it apart from dir, since without it the store
-cannot be read.
+cannot be read. Beside it, server keeps the envelope root key and the keyring of the store
+(for key_file keys/server.key: keys/server.root and keys/server.keyring), created with the
+store: every checkpoint is sealed under a data key of its own, which retention and erasure
+("fedweave erase") shred. Keep the three key files out of the store's backups.
 
 The config is YAML (or JSON); an unknown field is an error. Relative paths are relative to the
 directory fedweave runs in. A complete config, whose model fits the synthetic data of
@@ -48,6 +51,8 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	federation: acme               # the name given to "fedweave ca init"
 	listen: ":7443"                # gRPC with mutual TLS
 	metrics_listen: 127.0.0.1:9090 # Prometheus /metrics over plain HTTP; omit to turn it off
+	# http_listen: ":8443"         # the inference service over HTTPS too (POST /v1/predict,
+	                               # /v1/explain), same mutual TLS and policies; omit: gRPC only
 	dir: state/server              # the encrypted store: checkpoints and round history
 	key_file: keys/server.key      # the store's master key, created if missing
 	tls:
@@ -61,9 +66,13 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	  min_clients: 2               # a round needs this many contributions
 	  clients_per_round: 0         # cohort size; 0: every connected client
 	  secure: secagg               # protection of updates: secagg (SecAgg+, the server learns only
-	                               # the sum) or none (plaintext, for debugging); mhe is not built yet
+	                               # the sum), mhe (threshold BGV: one key set-up, then t clients
+	                               # help decrypt the sum) or none (plaintext, for debugging)
 	  secagg: {kem: x25519}        # k neighbours (0: all), t shares, kem x25519 or hybrid,
 	                               # quant {bits: 16, clip: 1}
+	  # mhe: {threshold: 2, max_weight: 0, quant: {bits: 16}}
+	                               # for secure: mhe; threshold 0: a majority, at most min_clients;
+	                               # max_weight 0: from the clients' declared records
 	  strategy: fedavg             # fedavg, fedprox (with prox_mu), fedadam or fedyogi (with server_lr)
 	  local_epochs: 1
 	  batch_size: 64
@@ -80,10 +89,20 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	    text: {buckets: 2048, max_len: 24, embed_dim: 32, filters: 48, kernel: 3, attention: 32}
 	    image: {c: 1, h: 16, w: 16, conv1: 8, conv2: 16}   # channels, height, width (multiples of 4)
 	    tabular: {fields: 6, hidden: 64}                   # fields: number of tabular columns
+	  classes: [amber, birch, cedar, dune]                 # the labels' names, for inference
+	  tabular_fields: [age, income, score_a, score_b, visits, ratio]  # the columns' names
+	serve:                         # limits of the inference service (gRPC and HTTPS)
+	  max_request_bytes: 1048576   # largest record (at most 1 MiB)
+	  rate_per_second: 20          # calls a second per caller (token bucket) ...
+	  burst: 40                    # ... and how many at once
+	  workers: 0                   # records evaluated at once; 0: one per CPU
 	policy:                        # who may do what: cedar policies, deny by default
 	  members: [hospital-a, hospital-b]  # the orgs that are members of the federation
 	  # dir: policies              # a .cedarschema and .cedar files (default: the built-in ones)
 	  # entities: entities.json    # instead of members: entity data, as examples/policies/entities.json
+	retention:                     # optional: how much the server keeps
+	  checkpoints: 10              # the newest 10 committed checkpoints (0: all); older ones are
+	                               # deleted and their keys shredded
 
 Leave out the encoder of a modality that no partner has. Unset task fields take defaults:
 name default, purpose research, rounds 5, min_clients 2, secure secagg, strategy fedavg,
@@ -96,6 +115,11 @@ denied, and the server logs each denial. The policies of policy.dir seed the sto
 start; from then on the set in force is the store's, changed with "fedweave policy apply".
 Joins, rounds, policy changes, denials and model downloads go to the audit log in the store
 ("fedweave audit").
+
+While it runs, the server also serves its committed models to the readers of member orgs: the
+Inference service (Predict and Explain, "fedweave predict -h") over gRPC on listen, and over
+HTTPS on http_listen when set, always the latest model that is not tainted unless a round is
+named. With --serve it goes on serving them after the task is complete, until interrupted.
 
 --addr-file is for scripts and tests: with listen 127.0.0.1:0 the system picks a free port,
 and server writes the address it listens on to the file, where "fedweave client --server
@@ -124,6 +148,7 @@ var serverCmd = &Command{
 		addrFile := flags.String("addr-file", "", "write the address the server listens on to `file` (removed at exit), for scripts and tests")
 		timeout := flags.Duration("timeout", 0, "give up when the task is not complete after this `duration`; 0: no limit")
 		verbose := flags.Bool("v", false, "log the server's events (clients joining, rounds starting) besides one line per round")
+		serve := flags.Bool("serve", false, "go on serving the inference service after the task is complete, until interrupted")
 		return func(ctx context.Context, env *Env, args []string) error {
 			switch {
 			case len(args) > 0:
@@ -143,7 +168,7 @@ var serverCmd = &Command{
 			if err != nil {
 				return err
 			}
-			return runServer(ctx, env, cfg, serverRun{addrFile: *addrFile, timeout: *timeout, verbose: *verbose})
+			return runServer(ctx, env, cfg, serverRun{addrFile: *addrFile, timeout: *timeout, verbose: *verbose, serve: *serve})
 		}
 	},
 }
@@ -153,6 +178,7 @@ type serverRun struct {
 	addrFile string
 	timeout  time.Duration
 	verbose  bool
+	serve    bool // serve inference after the task, until ctx is done
 }
 
 // loadServerConfig reads and checks the config, with errors that name the field at fault.
@@ -272,7 +298,10 @@ func runServer(ctx context.Context, env *Env, cfg server.Config, run serverRun) 
 	}
 	fmt.Fprintf(env.Stdout, "task %s complete: round %d committed, %d of %d rounds\n", t.Name, committed, t.Rounds, t.Rounds)
 	fmt.Fprintf(env.Stdout, "store: %s\n", cfg.Dir)
-	return nil
+	if run.serve {
+		return serveAfterTask(ctx, env, srv, committed)
+	}
+	return srv.Shutdown(2 * time.Second)
 }
 
 // ensureKeyFile creates the store's master key file if it does not exist.

@@ -98,7 +98,7 @@ func TestFieldError(t *testing.T) {
 	}{
 		{"ok", "federation: a\ntask: {rounds: 3, round_timeout: 10s}\n", ""},
 		{"empty", "", ""},
-		{"unknown top-level", "federaton: a\n", "unknown field federaton; the config's fields are federation, listen, metrics_listen, dir, key_file, tls, task, policy"},
+		{"unknown top-level", "federaton: a\n", "unknown field federaton; the config's fields are federation, listen, metrics_listen, dir, key_file, tls, task, policy, http_listen, serve, retention"},
 		{"unknown nested", "task: {model: {text: {bukets: 3}}}\n", "unknown field task.model.text.bukets; the fields of task.model.text are buckets, max_len, embed_dim, filters, kernel, attention"},
 		{"string for int", "task: {rounds: many}\n", "task.rounds: got a string, want an integer"},
 		{"fraction for int", "task: {rounds: 1.5}\n", "task.rounds: got 1.5, want an integer"},

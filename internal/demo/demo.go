@@ -9,6 +9,11 @@
 // and, at the end, the two baselines a partner compares against: a model trained on its own
 // records alone (local only) and one trained on everybody's records pooled (centralized, what
 // federation approximates without pooling).
+//
+// Each client keeps its records in its own encrypted record store under Dir/clients/NAME
+// (client.OpenStore: badger encryption, records sealed per data subject, pseudonymous keys),
+// imports its share into it and trains from it, as a partner with a store does. Nothing the
+// demo writes under Dir holds a record's text or id in the clear, and nothing it prints does.
 package demo
 
 import (
@@ -17,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +69,7 @@ type Report struct {
 	LocalOnly   []LocalOnly   `json:"local_only"`
 	Centralized Final         `json:"centralized"`
 	TestRecords int           `json:"test_records"`
+	Served      *Served       `json:"served,omitempty"`
 	Seconds     float64       `json:"seconds"`
 }
 
@@ -161,6 +168,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		Name: "demo", Rounds: opt.Rounds, MinClients: opt.Clients - opt.Drop, Secure: opt.Secure, SecAgg: secagg.Config{KEM: opt.KEM}, Strategy: opt.Strategy,
 		LocalEpochs: opt.LocalEpochs, BatchSize: 64, Seed: opt.Seed, ModalityDropout: 0.2,
 		RoundTimeout: server.Duration{Duration: 2 * time.Minute}, Model: spec,
+		Classes: trainAll.Schema.Classes, TabularFields: trainAll.Schema.TabularFields,
 	}
 	if opt.Strategy == "fedprox" {
 		task.ProxMu = 0.01
@@ -209,10 +217,17 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		st, err := client.OpenStore(client.StoreOptions{
+			Dir:    filepath.Join(opt.Dir, "clients", clientName(i), "store"),
+			KeyDir: filepath.Join(opt.Dir, "clients", clientName(i), "keys"), NoSync: true,
+		})
+		if err != nil {
+			return nil, err
+		}
 		ictx, vanish := context.WithCancel(cctx)
 		cfg := client.Config{
 			Server: srv.Addr, Task: "demo", Identity: id, CAPool: f.Pool(),
-			Source: client.DatasetSource(shares[i]), Seed: opt.Seed + uint64(i), Logger: opt.Logger,
+			Source: client.DatasetSource(shares[i]), Store: st, Seed: opt.Seed + uint64(i), Logger: opt.Logger,
 		}
 		if i == restricted {
 			cfg.Sharing = noImages
@@ -228,11 +243,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		c, err := client.New(cfg)
 		if err != nil {
 			vanish()
+			st.Close()
 			return nil, err
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer st.Close()
 			defer vanish()
 			errs[i] = c.Run(ictx)
 		}()
@@ -299,6 +316,10 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		})
 	}
 	if rep.Centralized, err = eval.final(trained[len(sets)-1].Params()); err != nil {
+		return nil, err
+	}
+	// The federated model, served: one held-out record explained through the inference service.
+	if rep.Served, err = serve(ctx, f, srv, test, opt.Seed); err != nil {
 		return nil, err
 	}
 	rep.Seconds = time.Since(start).Seconds()
