@@ -177,7 +177,9 @@ func New(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{cfg: cfg, log: log.With("client", cfg.Identity.Principal.URI())}, nil
+	c := &Client{cfg: cfg, log: log.With("client", cfg.Identity.Principal.URI())}
+	c.mhe.store = cfg.Store
+	return c, nil
 }
 
 // Run takes part in the task until it is complete (nil), ctx ends (ctx's error), the server

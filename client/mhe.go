@@ -21,10 +21,12 @@ import (
 // cohort to the set-up's members, and the client encrypts its update under the collective key
 // and, when asked, sends its decryption share.
 //
-// The KeyMaterial lives in the Client's memory: a client that restarts has lost it and cannot
-// take part in the rounds of that key set (it says so and reconnects), until the server runs a
+// The KeyMaterial is kept in memory and, when the client has an encrypted Store, persisted in it
+// (sealed under the store's own key, as the secret "mhe/<key set id>"), so that a restarted
+// client resumes the rounds of its key set. Without a Store a restarted client has lost it and
+// cannot take part in that key set's rounds (it says so and reconnects) until the server runs a
 // new set-up, which it does when fewer than max(threshold, min_clients) of the set's members
-// are connected. Persisting it encrypted in the client's store is left for later.
+// are connected.
 
 // mheSettings mirror server/mhe.go's RoundStart.protocol for mhe.
 type mheSettings struct {
@@ -44,25 +46,53 @@ type mheSetupConfig struct {
 	Bits      int    `json:"bits"`
 }
 
-// mheKeys holds the key material of the key sets this client took part in, by set-up ID.
+// mheKeys holds the key material of the key sets this client took part in, by set-up ID, and
+// persists it in the client's store when there is one.
 type mheKeys struct {
-	mu   sync.Mutex
-	sets map[[32]byte]*mhe.KeyMaterial
+	mu    sync.Mutex
+	sets  map[[32]byte]*mhe.KeyMaterial
+	store *Store // nil: memory only
 }
 
-func (k *mheKeys) keep(km *mhe.KeyMaterial) {
+func mheSecretName(id [32]byte) string { return "mhe/" + hex.EncodeToString(id[:]) }
+
+func (k *mheKeys) keep(km *mhe.KeyMaterial) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.sets == nil {
 		k.sets = map[[32]byte]*mhe.KeyMaterial{}
 	}
-	k.sets[km.Public().ID()] = km
+	id := km.Public().ID()
+	k.sets[id] = km
+	if k.store == nil {
+		return nil
+	}
+	b, err := km.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return k.store.PutSecret(mheSecretName(id), b)
 }
 
 func (k *mheKeys) get(id [32]byte) *mhe.KeyMaterial {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.sets[id]
+	if km := k.sets[id]; km != nil || k.store == nil {
+		return km
+	}
+	b, err := k.store.Secret(mheSecretName(id))
+	if err != nil {
+		return nil
+	}
+	km, err := mhe.UnmarshalKeyMaterial(b)
+	if err != nil || km.Public().ID() != id {
+		return nil
+	}
+	if k.sets == nil {
+		k.sets = map[[32]byte]*mhe.KeyMaterial{}
+	}
+	k.sets[id] = km
+	return km
 }
 
 // isMHESetup reports whether s opens a key set-up rather than a round.
@@ -107,7 +137,9 @@ func (s *setupMember) Phase(p int, fromServer []byte) ([]byte, error) {
 		return nil, err
 	}
 	if km, err := s.m.KeyMaterial(); err == nil {
-		s.keys.keep(km)
+		if err := s.keys.keep(km); err != nil {
+			return nil, fmt.Errorf("client: keep the mhe key material: %w", err)
+		}
 	}
 	return out, nil
 }

@@ -101,6 +101,7 @@ const (
 	pfxErasing = "e/"
 	keyMetaDEK = "meta/key"
 	keySchema  = "meta/schema"
+	pfxSecret  = "secret/"
 )
 
 func subjectKey(prefix string, hs [32]byte) []byte { return append([]byte(prefix), hs[:]...) }
@@ -391,16 +392,58 @@ func (s *Store) putSchema(sc dataset.Schema) error {
 	case !errors.Is(err, store.ErrNotFound):
 		return err
 	}
-	dek, w, err := s.ring.NewDataKey([]byte(keyMetaDEK))
+	dek, err := s.metaKey()
 	if err != nil {
 		return err
 	}
-	return s.st.Update(func(tx *store.Tx) error {
-		if err := tx.Put([]byte(keyMetaDEK), w); err != nil {
-			return err
+	return s.st.Put([]byte(keySchema), envelope.Seal(dek, b, []byte(keySchema)))
+}
+
+// metaKey returns the store's own data key (for its schema and its secrets), creating it on
+// first use.
+func (s *Store) metaKey() (envelope.Key, error) {
+	w, err := s.st.Get([]byte(keyMetaDEK))
+	if errors.Is(err, store.ErrNotFound) {
+		dek, w, err := s.ring.NewDataKey([]byte(keyMetaDEK))
+		if err != nil {
+			return dek, err
 		}
-		return tx.Put([]byte(keySchema), envelope.Seal(dek, b, []byte(keySchema)))
-	})
+		return dek, s.st.Put([]byte(keyMetaDEK), w)
+	}
+	if err != nil {
+		return envelope.Key{}, err
+	}
+	return s.ring.Unwrap(w, []byte(keyMetaDEK))
+}
+
+// PutSecret stores b, sealed under the store's own data key, as the secret called name: for
+// the client's own secrets, such as its share of an mhe key set, which must survive a restart.
+// A secret is not a data subject's: erasing subjects leaves it, rotating the keyring keeps it.
+func (s *Store) PutSecret(name string, b []byte) error {
+	dek, err := s.metaKey()
+	if err != nil {
+		return fmt.Errorf("client: store: %w", err)
+	}
+	k := []byte(pfxSecret + name)
+	return s.st.Put(k, envelope.Seal(dek, b, k))
+}
+
+// Secret returns the secret called name; an error matching store.ErrNotFound when there is none.
+func (s *Store) Secret(name string) ([]byte, error) {
+	k := []byte(pfxSecret + name)
+	sealed, err := s.st.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	dek, err := s.metaKey()
+	if err != nil {
+		return nil, fmt.Errorf("client: store: %w", err)
+	}
+	b, err := envelope.Open(dek, sealed, k)
+	if err != nil {
+		return nil, fmt.Errorf("client: store: secret %q: %w", name, err)
+	}
+	return b, nil
 }
 
 // schema reads the stored schema; store.ErrNotFound when there is none.
