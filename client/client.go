@@ -132,6 +132,8 @@ type Client struct {
 	// storeGen is the Store's generation the records were loaded at.
 	storeGen uint64
 	mhe      mheKeys // key material of the mhe key sets this client is in (mhe.go)
+	// commitment to the training records, sent with each evaluation report (lineage.go)
+	commitment commitment
 }
 
 // Errors Run returns.
@@ -459,9 +461,11 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 		return err
 	}
 	c.event(RoundEvent{Round: s.GetRound(), Stage: "start", Eval: eval})
-	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{
+	report := &pb.EvalReport{
 		Round: s.GetRound(), Records: uint64(eval.N), Accuracy: eval.Accuracy, MacroF1: eval.MacroF1, Loss: eval.Loss,
-	}}}); err != nil {
+	}
+	c.commit(report, s.GetLayoutHash())
+	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: report}}); err != nil {
 		return err
 	}
 	cfg := s.GetConfig()

@@ -338,7 +338,8 @@ func toValue(v any) (cedar.Value, error) {
 // sent on it ride on that decision). DescribeTask tells a client the terms of a task before it
 // joins, so whoever may Join may read them. The admin service's reads are ReadPolicy (CheckPolicy
 // too: it reveals what the policies decide), its changes ChangePolicy; EraseOrg is RequestErasure
-// (on the Org), ErasureStatus ReadAudit (it reads what erasures did). The inference service's
+// (on the Org), ErasureStatus ReadAudit (it reads what erasures did), GetRetention and
+// SetRetention ManageRetention. The inference service's
 // Predict is Infer and its Explain is Explain.
 var methodActions = map[string]string{
 	"/fedweave.v1.Federation/Join":          "Join",
@@ -354,6 +355,8 @@ var methodActions = map[string]string{
 	"/fedweave.v1.Admin/TailAudit":          "ReadAudit",
 	"/fedweave.v1.Admin/EraseOrg":           "RequestErasure",
 	"/fedweave.v1.Admin/ErasureStatus":      "ReadAudit",
+	"/fedweave.v1.Admin/GetRetention":       "ManageRetention",
+	"/fedweave.v1.Admin/SetRetention":       "ManageRetention",
 	"/fedweave.v1.Inference/Predict":        "Infer",
 	"/fedweave.v1.Inference/Explain":        "Explain",
 }

@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"math"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"github.com/fedweave/fedweave/crypto/agg"
 	"github.com/fedweave/fedweave/crypto/pki"
 	"github.com/fedweave/fedweave/dataset"
+	"github.com/fedweave/fedweave/internal/lineage"
 	"github.com/fedweave/fedweave/models"
 	"github.com/fedweave/fedweave/server"
 	"github.com/fedweave/fedweave/server/servertest"
@@ -446,6 +449,28 @@ func TestBadClientInput(t *testing.T) {
 			name: "eval/another round",
 			act:  func(a *adversary) { a.eval(a.p.Round+1, 0.5, 0.5) },
 			code: codes.FailedPrecondition, phrase: "evaluation for round 2",
+		},
+		{
+			name: "eval/forged commitment signature",
+			act: func(a *adversary) {
+				// Signed with a key that is not the one of the stream's certificate.
+				_, other, _ := ed25519.GenerateKey(nil)
+				c := bytes.Repeat([]byte{7}, lineage.Size)
+				a.send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{
+					Round: a.p.Round, Records: 10, Accuracy: 0.5, Loss: 0.5, DatasetCommitment: c,
+					Signature: ed25519.Sign(other, lineage.Message("triage", a.p.Round, a.start.GetLayoutHash(), c)),
+				}}})
+			},
+			code: codes.InvalidArgument, phrase: "signature of the dataset commitment does not verify",
+		},
+		{
+			name: "eval/commitment without signature",
+			act: func(a *adversary) {
+				a.send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: &pb.EvalReport{
+					Round: a.p.Round, Records: 10, Accuracy: 0.5, Loss: 0.5, DatasetCommitment: make([]byte, lineage.Size),
+				}}})
+			},
+			code: codes.InvalidArgument, phrase: "must be 32 bytes, with a signature",
 		},
 		{
 			name: "eval/twice",

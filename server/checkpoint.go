@@ -42,18 +42,31 @@ type RoundRecord struct {
 	Round uint64 `json:"round"`
 	// Parent is the checkpoint the round started from (its lineage); nil in records written
 	// before it was recorded, whose parent is the previous committed round.
-	Parent       *uint64   `json:"parent,omitempty"`
-	Committed    bool      `json:"committed"`
-	Reason       string    `json:"reason,omitempty"` // why it was aborted
-	Cohort       int       `json:"cohort"`
-	Participants []string  `json:"participants"` // principals whose update is in the aggregate
-	Dropped      int       `json:"dropped"`      // cohort members who did not contribute
-	Refused      int       `json:"refused"`      // cohort members refused for a bad message; one whose valid update was accepted before is also a participant
-	EvalRecords  uint64    `json:"eval_records"`
-	EvalAccuracy float64   `json:"eval_accuracy"` // clients' evaluation of the round's starting model, weighted by records
-	EvalLoss     float64   `json:"eval_loss"`
-	Started      time.Time `json:"started"`
-	Seconds      float64   `json:"seconds"`
+	Parent       *uint64  `json:"parent,omitempty"`
+	Committed    bool     `json:"committed"`
+	Reason       string   `json:"reason,omitempty"` // why it was aborted
+	Cohort       int      `json:"cohort"`
+	Participants []string `json:"participants"` // principals whose update is in the aggregate
+	// Lineage holds, for each participant that sent one, its signed commitment to the dataset
+	// version it trained the round on (internal/lineage); the server verified every signature
+	// against the participant's certificate before recording it.
+	Lineage      []LineageEntry `json:"lineage,omitempty"`
+	Dropped      int            `json:"dropped"` // cohort members who did not contribute
+	Refused      int            `json:"refused"` // cohort members refused for a bad message; one whose valid update was accepted before is also a participant
+	EvalRecords  uint64         `json:"eval_records"`
+	EvalAccuracy float64        `json:"eval_accuracy"` // clients' evaluation of the round's starting model, weighted by records
+	EvalLoss     float64        `json:"eval_loss"`
+	Started      time.Time      `json:"started"`
+	Seconds      float64        `json:"seconds"`
+}
+
+// LineageEntry is one participant's signed commitment to its dataset version in a round: the
+// signature, with the key of the participant's certificate, is of
+// lineage.Message(task, round, layout hash, commitment).
+type LineageEntry struct {
+	Principal  string `json:"principal"`
+	Commitment string `json:"commitment"` // hex SHA-256
+	Signature  string `json:"signature"`  // base64 Ed25519
 }
 
 // checkpoint encoding: magic "FWC1", layout hash (32 bytes), value count (uint32), then the

@@ -19,7 +19,7 @@ package server
 // per-org or per-round payload (a round's protocol state lives in memory for the round alone),
 // so there is nothing to key per org or per round, and no transient state that needs a TTL.
 //
-// Retention (Config.Retention): the newest Checkpoints committed checkpoints are kept, the
+// Retention (Config.Retention, or the rule an admin set, retention.go): the newest Checkpoints committed checkpoints are kept, the
 // current one always, and checkpoint 0 (the initial parameters, which hold no partner's data);
 // older ones are deleted, their keys shredded, after every commit and at start.
 
@@ -264,10 +264,10 @@ func (s *Server) storedCheckpoints() ([]uint64, error) {
 }
 
 // applyRetention deletes, and shreds, the committed checkpoints beyond the newest
-// Retention.Checkpoints (keeping the current one and checkpoint 0). The caller holds
+// the retention rule keeps (keeping the current one and checkpoint 0). The caller holds
 // rest.commitMu, or nothing else runs yet.
 func (s *Server) applyRetention() {
-	keep := s.cfg.Retention.Checkpoints
+	keep := s.retentionCheckpoints() // an admin's rule (retention.go), else the config's
 	if keep <= 0 {
 		return
 	}

@@ -43,6 +43,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -53,6 +54,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +71,7 @@ import (
 	"github.com/fedweave/fedweave/crypto/agg"
 	"github.com/fedweave/fedweave/crypto/envelope"
 	"github.com/fedweave/fedweave/crypto/pki"
+	lin "github.com/fedweave/fedweave/internal/lineage"
 	"github.com/fedweave/fedweave/internal/store"
 	"github.com/fedweave/fedweave/models"
 )
@@ -560,7 +563,14 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 
 	// Lineage and figures.
 	for _, idx := range sum.Contributors {
-		rec.Participants = append(rec.Participants, byIndex[idx].s.key)
+		m := byIndex[idx]
+		rec.Participants = append(rec.Participants, m.s.key)
+		if e := m.eval; e != nil && len(e.DatasetCommitment) > 0 {
+			rec.Lineage = append(rec.Lineage, LineageEntry{
+				Principal: m.s.key, Commitment: hex.EncodeToString(e.DatasetCommitment),
+				Signature: base64.StdEncoding.EncodeToString(e.Signature),
+			})
+		}
 	}
 	rec.Dropped = len(cohort) - len(sum.Contributors)
 	var accSum, lossSum float64
@@ -670,6 +680,13 @@ func (s *Server) handle(in inbound, r uint64, phase int, members map[*session]*m
 			s.refuse(in.s, m, codes.InvalidArgument, "a second evaluation report in one round")
 		case !finite(e.Accuracy) || !finite(e.Loss) || e.Accuracy < 0 || e.Accuracy > 1:
 			s.refuse(in.s, m, codes.InvalidArgument, "evaluation report with an accuracy outside [0, 1] or a non-finite loss")
+		case len(e.DatasetCommitment) > 0 || len(e.Signature) > 0:
+			if err := lin.Verify(in.s.cert, s.cfg.Task.Name, r, s.hash, e.DatasetCommitment, e.Signature); err != nil {
+				s.metrics.rejected.WithLabelValues("bad_commitment").Inc()
+				s.refuse(in.s, m, codes.InvalidArgument, "evaluation report refused: "+strings.TrimPrefix(err.Error(), "lineage: "))
+				return
+			}
+			m.eval = e
 		default:
 			m.eval = e
 		}

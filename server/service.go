@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/fedweave/fedweave/api/fedweave/v1"
@@ -85,6 +88,7 @@ func (h *service) Participate(stream pb.Federation_ParticipateServer) error {
 	default:
 	}
 	ss := newSession(p)
+	ss.cert = peerCert(ctx)
 	h.s.register(ss)
 	defer h.s.unregister(ss)
 
@@ -150,7 +154,8 @@ func (s *Server) unregister(ss *session) {
 
 // session is one client's open Participate stream.
 type session struct {
-	key    string // principal URI
+	key    string            // principal URI
+	cert   *x509.Certificate // the verified leaf certificate of the stream (nil in unit tests)
 	out    chan *pb.ServerMessage
 	closed chan struct{}
 	once   sync.Once
@@ -218,4 +223,17 @@ func (ss *session) alive() bool {
 	default:
 		return true
 	}
+}
+
+// peerCert returns the verified leaf certificate of a call's TLS connection, or nil.
+func peerCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return ti.State.VerifiedChains[0][0]
 }

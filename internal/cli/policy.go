@@ -16,7 +16,7 @@ import (
 
 // "fedweave policy" has subcommands, as "fedweave ca" does. validate works offline, on files;
 // check works offline (--policies, --entities) or against a running server (--server); list,
-// get, apply, rm and rollback talk to the admin service of a running server (admin.go).
+// get, apply, rm, rollback and retention talk to the admin service of a running server (admin.go).
 
 const policyUsage = `usage: fedweave policy validate -f FILE [--schema FILE] [--entities FILE]
        fedweave policy check --principal URI --action ACTION --resource TYPE::ID [--context JSON] (--policies DIR --entities FILE | SERVER)
@@ -25,6 +25,7 @@ const policyUsage = `usage: fedweave policy validate -f FILE [--schema FILE] [--
        fedweave policy apply -f FILE [--replace] SERVER
        fedweave policy rm ID SERVER
        fedweave policy rollback VERSION SERVER
+       fedweave policy retention [--set-checkpoints N] SERVER
   where SERVER is --server ADDR --ca FILE --cert FILE --key FILE (an admin's certificate)
 
 Policy manages the cedar policies that decide every call to a fedweave server: who may join
@@ -43,6 +44,9 @@ policies themselves. Everything not permitted is denied, and a forbid overrides 
             read and change the policies in force on a running server, through its admin
             service: every change is validated, takes effect at once, is a new version of the
             set (so that it can be rolled back) and is recorded in the server's audit log.
+  retention prints, or with --set-checkpoints N sets, how many committed checkpoints a
+            running server keeps; a rule set so overrides the server config's, is recorded in
+            the audit log and is applied at the next commit.
 
 Principals are the URIs of certificates, fedweave://FEDERATION/org/ORG/ROLE/NAME; resources
 are written TYPE::ID or TYPE::"ID", as Task::triage or Model::"triage-v3". examples/policies
@@ -73,6 +77,7 @@ var policyCmd = &Command{
 // policySubcommands are the words that may follow "fedweave policy".
 var policySubcommands = []*Command{
 	policyValidateCmd, policyCheckCmd, policyListCmd, policyGetCmd, policyApplyCmd, policyRmCmd, policyRollbackCmd,
+	policyRetentionCmd,
 }
 
 // unparsedSubcommands take whatever follows them without parsing it as flags.

@@ -1157,14 +1157,21 @@ func (x *PhaseMessage) GetData() []byte {
 // EvalReport is the client's evaluation of the round's global parameters (as received, before
 // local training) on its own held-out records.
 type EvalReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Round         uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
-	Records       uint64                 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
-	Accuracy      float64                `protobuf:"fixed64,3,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
-	MacroF1       float64                `protobuf:"fixed64,4,opt,name=macro_f1,json=macroF1,proto3" json:"macro_f1,omitempty"`
-	Loss          float64                `protobuf:"fixed64,5,opt,name=loss,proto3" json:"loss,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Round    uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	Records  uint64                 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Accuracy float64                `protobuf:"fixed64,3,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	MacroF1  float64                `protobuf:"fixed64,4,opt,name=macro_f1,json=macroF1,proto3" json:"macro_f1,omitempty"`
+	Loss     float64                `protobuf:"fixed64,5,opt,name=loss,proto3" json:"loss,omitempty"`
+	// A commitment to the client's training records of the round (see internal/lineage:
+	// SHA-256 over the sorted record ids and a hash of each record's content), and the client's
+	// Ed25519 signature, with its certificate's key, of the lineage message that binds the task,
+	// the round, the layout hash and the commitment. The server records both in the round's
+	// lineage; a signature that does not verify gets the client refused.
+	DatasetCommitment []byte `protobuf:"bytes,6,opt,name=dataset_commitment,json=datasetCommitment,proto3" json:"dataset_commitment,omitempty"`
+	Signature         []byte `protobuf:"bytes,7,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EvalReport) Reset() {
@@ -1230,6 +1237,20 @@ func (x *EvalReport) GetLoss() float64 {
 		return x.Loss
 	}
 	return 0
+}
+
+func (x *EvalReport) GetDatasetCommitment() []byte {
+	if x != nil {
+		return x.DatasetCommitment
+	}
+	return nil
+}
+
+func (x *EvalReport) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 type RoundEnd struct {
@@ -1453,14 +1474,16 @@ const file_federation_proto_rawDesc = "" +
 	"\x05phase\x18\x02 \x01(\rR\x05phase\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\rR\x05index\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\rR\x05total\x12\x12\n" +
-	"\x04data\x18\x05 \x01(\fR\x04data\"\x87\x01\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\"\xd4\x01\n" +
 	"\n" +
 	"EvalReport\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x1a\n" +
 	"\baccuracy\x18\x03 \x01(\x01R\baccuracy\x12\x19\n" +
 	"\bmacro_f1\x18\x04 \x01(\x01R\amacroF1\x12\x12\n" +
-	"\x04loss\x18\x05 \x01(\x01R\x04loss\"z\n" +
+	"\x04loss\x18\x05 \x01(\x01R\x04loss\x12-\n" +
+	"\x12dataset_commitment\x18\x06 \x01(\fR\x11datasetCommitment\x12\x1c\n" +
+	"\tsignature\x18\a \x01(\fR\tsignature\"z\n" +
 	"\bRoundEnd\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x1c\n" +
 	"\tcommitted\x18\x02 \x01(\bR\tcommitted\x12\x16\n" +
