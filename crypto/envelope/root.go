@@ -4,12 +4,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/fedweave/fedweave/internal/secretfile"
 )
 
 // A RootKey wraps and unwraps the keyring, the top of the hierarchy. [FileRootKey] keeps it in
@@ -51,22 +52,10 @@ func NewRootKeyFile(path string) error {
 	k := NewKey()
 	text := []byte(rootKeyPrefix + hex.EncodeToString(k.k[:]) + "\n")
 	defer clear(text)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("envelope: root key file %s already exists; refusing to overwrite it: %w", path, fs.ErrExist)
-	}
-	if err != nil {
-		return fmt.Errorf("envelope: new root key file: %w", err)
-	}
-	_, err = f.Write(text)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := secretfile.Create(path, text); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("envelope: root key file %w", err)
+		}
 		return fmt.Errorf("envelope: new root key file: %w", err)
 	}
 	return syncDir(path)
@@ -75,22 +64,7 @@ func NewRootKeyFile(path string) error {
 // LoadRootKeyFile reads a root key file made by [NewRootKeyFile]. It refuses a file that group
 // or others may read or write. Its errors name the file, never its content.
 func LoadRootKeyFile(path string) (*FileRootKey, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("envelope: root key file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("envelope: root key file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("envelope: root key file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
-		return nil, fmt.Errorf("envelope: root key file %s has mode %04o, open to group or others; fix with: chmod 600 %s", path, perm, path)
-	}
-	buf, err := io.ReadAll(io.LimitReader(f, 256))
+	buf, err := secretfile.Read(path, 256)
 	defer clear(buf)
 	if err != nil {
 		return nil, fmt.Errorf("envelope: root key file: %w", err)

@@ -5,11 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
-	"runtime"
 	"strings"
+
+	"github.com/fedweave/fedweave/internal/secretfile"
 )
 
 // keySize is the size of the master key: AES-256.
@@ -30,22 +29,10 @@ func NewKeyFile(path string) error {
 	defer clear(buf)
 	defer clear(key[:])
 
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("store: key file %s already exists; refusing to overwrite it: %w", path, fs.ErrExist)
-	}
-	if err != nil {
-		return fmt.Errorf("store: new key file: %w", err)
-	}
-	_, err = f.Write(buf)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := secretfile.Create(path, buf); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("store: key file %w", err)
+		}
 		return fmt.Errorf("store: new key file: %w", err)
 	}
 	return nil
@@ -54,27 +41,12 @@ func NewKeyFile(path string) error {
 // readKeyFile reads and checks a master key file. Its errors name the file but never show its
 // contents.
 func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	// A valid file is 64 hex digits and maybe a newline; read a little more to detect junk.
+	buf, err := secretfile.Read(path, 256)
+	defer clear(buf)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("store: no master key file at %s (create one with store.NewKeyFile): %w", path, fs.ErrNotExist)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: master key file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("store: master key file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("store: master key file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
-		return nil, fmt.Errorf("store: master key file %s has mode %04o, open to group or others; fix with: chmod 600 %s", path, perm, path)
-	}
-	// A valid file is 64 hex digits and maybe a newline; read a little more to detect junk.
-	buf, err := io.ReadAll(io.LimitReader(f, 256))
-	defer clear(buf)
 	if err != nil {
 		return nil, fmt.Errorf("store: master key file: %w", err)
 	}
