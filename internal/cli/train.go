@@ -103,13 +103,13 @@ var trainCmd = &Command{
 			fmt.Fprintf(env.Stderr, "fedweave train: %s: %d train, %d test records; %v encoders, %s fusion, %d parameters\n",
 				ld.Name, train.Len(), test.Len(), names, kind, m.NumParams())
 
-			bar := progress.New(env.Stderr, 0, "training")
+			bar := progress.New(progress.OnlyTerminal(env.Stderr), 0, "training")
 			started := false
 			cfg := models.TrainConfig{
 				Epochs: *epochs, BatchSize: *batch, Optimizer: *opt, LR: *lr, Seed: *seed, ModalityDropout: *mdrop,
 				OnStep: func(done, total int) {
 					if !started {
-						bar = progress.New(env.Stderr, total, "training")
+						bar = progress.New(progress.OnlyTerminal(env.Stderr), total, "training")
 						started = true
 					}
 					bar.Add(1)

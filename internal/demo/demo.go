@@ -161,7 +161,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		fmt.Fprintf(opt.Stderr, "  client %s: %4d records, %s, labels %v%s\n", clientName(i), len(s.Records), avail[i], labelCounts(s), sharing)
 	}
 
-	bar := progress.New(opt.Stderr, opt.Rounds, "federated rounds")
+	bar := progress.New(progress.OnlyTerminal(opt.Stderr), opt.Rounds, "federated rounds")
 	var mu sync.Mutex
 	var roundErr error
 	task := server.TaskConfig{

@@ -47,6 +47,15 @@ func New(w io.Writer, total int, desc string) *Bar {
 	return newBar(w, total, desc, isTerminal(w))
 }
 
+// OnlyTerminal returns w when it is a terminal and io.Discard otherwise: for a command that
+// prints its own line per round or epoch, so that a log gets those lines and no bar.
+func OnlyTerminal(w io.Writer) io.Writer {
+	if isTerminal(w) {
+		return w
+	}
+	return io.Discard
+}
+
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
