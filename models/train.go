@@ -30,6 +30,9 @@ type TrainConfig struct {
 	Prox   float64
 	Anchor []float32
 
+	// DP, if set, makes training DP-SGD (see DPSGD); per-example gradients make it slow.
+	DP *DPSGD
+
 	// OnStep, if set, is called after every optimizer step with the steps done and the total.
 	OnStep func(done, total int)
 }
@@ -165,6 +168,19 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 	if m.normalizerUnset() {
 		m.FitNormalizer(d)
 	}
+	var n1 *net
+	var one []float32
+	if cfg.DP != nil {
+		dp := *cfg.DP
+		if err := dp.validate(); err != nil {
+			return TrainStats{}, err
+		}
+		cfg.DP = &dp
+		if n1, err = m.trainNet(1); err != nil {
+			return TrainStats{}, err
+		}
+		one = make([]float32, len(m.params))
+	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x747261696e))
 	grads := make([]float32, len(m.params))
 	rows := make([]batchRow, 0, cfg.BatchSize)
@@ -188,16 +204,23 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 				}
 				rows = append(rows, row)
 			}
-			n.fill(d, rows, m.Spec.Classes, &sc)
-			if err := n.run(); err != nil {
-				return st, err
+			var loss float64
+			if cfg.DP != nil {
+				if loss, err = m.dpGradients(n1, d, rows, &sc, cfg.DP, grads, one); err != nil {
+					return st, err
+				}
+			} else {
+				n.fill(d, rows, m.Spec.Classes, &sc)
+				if err := n.run(); err != nil {
+					return st, err
+				}
+				loss = scalar(n.loss)
+				if err := n.gradients(grads); err != nil {
+					return st, err
+				}
 			}
-			loss := scalar(n.loss)
 			if math.IsNaN(loss) || math.IsInf(loss, 0) {
 				return st, fmt.Errorf("models: loss became %v at step %d: lower the learning rate", loss, st.Steps)
-			}
-			if err := n.gradients(grads); err != nil {
-				return st, err
 			}
 			if cfg.Prox > 0 {
 				mu := float32(cfg.Prox)
