@@ -468,6 +468,13 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: report}}); err != nil {
 		return err
 	}
+	rdp, err := roundDP(r.secure, s.GetProtocol())
+	if err != nil {
+		return err
+	}
+	if err := c.cfg.Sharing.checkBudget(rdp); err != nil {
+		return err
+	}
 	cfg := s.GetConfig()
 	tc := models.TrainConfig{
 		Epochs: int(cfg.GetLocalEpochs()), BatchSize: int(cfg.GetBatchSize()), Optimizer: cfg.GetOptimizer(),
@@ -484,6 +491,14 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	delta := make([]float32, len(global))
 	for i, v := range r.m.ParamsView() {
 		delta[i] = v - global[i]
+	}
+	if rdp != nil {
+		// Distributed DP: the update is clipped to the round's L2 bound and counts with
+		// weight 1, as the server's accounting assumes (server.DPConfig).
+		ClipL2(delta, rdp.Clip)
+		for g, w := range weights {
+			weights[g] = min(w, 1)
+		}
 	}
 	in := agg.Input{Values: delta, Weights: weights}
 	var hash [32]byte

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -36,6 +37,10 @@ type SharingPolicy struct {
 	Tasks       []string `json:"tasks,omitempty"`
 	Modalities  []string `json:"modalities,omitempty"`
 	Purposes    []string `json:"purposes,omitempty"`
+	// MaxEpsilon is the partner's own privacy budget: the client stops contributing (Run
+	// ends with ErrNotShared) at a round whose announced cumulative epsilon is above it, or
+	// that has no differential privacy. 0: no limit.
+	MaxEpsilon float64 `json:"max_epsilon,omitempty"`
 }
 
 // ErrNotShared is matched by the error of Run when the local sharing policy does not allow
@@ -68,6 +73,9 @@ func LoadSharingPolicy(path string) (*SharingPolicy, error) {
 
 // Validate reports a modality fedweave does not know.
 func (p *SharingPolicy) Validate() error {
+	if !(p.MaxEpsilon >= 0) || math.IsInf(p.MaxEpsilon, 0) {
+		return fmt.Errorf("max_epsilon: %v, want 0 (none) or a positive number", p.MaxEpsilon)
+	}
 	for _, m := range p.Modalities {
 		if _, err := dataset.ParseModality(m); err != nil || m != strings.ToLower(strings.TrimSpace(m)) {
 			return fmt.Errorf("modalities: unknown modality %q (want text, image or tabular)", m)

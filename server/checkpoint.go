@@ -56,8 +56,12 @@ type RoundRecord struct {
 	EvalRecords  uint64         `json:"eval_records"`
 	EvalAccuracy float64        `json:"eval_accuracy"` // clients' evaluation of the round's starting model, weighted by records
 	EvalLoss     float64        `json:"eval_loss"`
-	Started      time.Time      `json:"started"`
-	Seconds      float64        `json:"seconds"`
+	// Epsilon is, with task.dp, the task's cumulative privacy loss at Delta once this round is
+	// counted (committed) or as it stood (aborted); 0 without DP.
+	Epsilon float64   `json:"epsilon,omitempty"`
+	Delta   float64   `json:"delta,omitempty"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
 }
 
 // LineageEntry is one participant's signed commitment to its dataset version in a round: the

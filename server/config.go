@@ -111,18 +111,20 @@ type TaskConfig struct {
 	SecAgg          secagg.Config `json:"secagg,omitempty"`  // k, t, kem and quant for secure: secagg
 	MHE             MHEConfig     `json:"mhe,omitempty"`     // threshold, max_weight and quant for secure: mhe (see mhe.go)
 	Strategy        string        `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
-	ServerLR        float64       `json:"server_lr,omitempty"`
-	LocalEpochs     int           `json:"local_epochs"`
-	BatchSize       int           `json:"batch_size"`
-	LR              float64       `json:"lr,omitempty"`
-	Optimizer       string        `json:"optimizer,omitempty"`
-	ProxMu          float64       `json:"prox_mu,omitempty"`
-	ModalityDropout float64       `json:"modality_dropout,omitempty"`
-	Seed            uint64        `json:"seed"`
-	RoundTimeout    Duration      `json:"round_timeout"` // time for a cohort's first answer (training included)
-	PhaseTimeout    Duration      `json:"phase_timeout"` // time for every later phase
-	Purpose         string        `json:"purpose,omitempty"`
-	Model           models.Spec   `json:"model"`
+	// DP turns on distributed differential privacy with secure: secagg (see dp.go); nil: off.
+	DP              *DPConfig   `json:"dp,omitempty"`
+	ServerLR        float64     `json:"server_lr,omitempty"`
+	LocalEpochs     int         `json:"local_epochs"`
+	BatchSize       int         `json:"batch_size"`
+	LR              float64     `json:"lr,omitempty"`
+	Optimizer       string      `json:"optimizer,omitempty"`
+	ProxMu          float64     `json:"prox_mu,omitempty"`
+	ModalityDropout float64     `json:"modality_dropout,omitempty"`
+	Seed            uint64      `json:"seed"`
+	RoundTimeout    Duration    `json:"round_timeout"` // time for a cohort's first answer (training included)
+	PhaseTimeout    Duration    `json:"phase_timeout"` // time for every later phase
+	Purpose         string      `json:"purpose,omitempty"`
+	Model           models.Spec `json:"model"`
 	// Classes and TabularFields name the model's classes and tabular fields, in order, as the
 	// inference service reads and writes records (the data set's schema); by default "0",
 	// "1", ... and "x0", "x1", .... They are kept in the store with the task, for offline
@@ -256,15 +258,22 @@ func (c *Config) Validate() error {
 func ProtocolFor(t *TaskConfig, pool *x509.CertPool, federation string) (agg.Protocol, []byte, error) {
 	switch t.Secure {
 	case "none":
+		if t.DP != nil {
+			return nil, nil, errors.New("dp: distributed differential privacy needs secure: secagg")
+		}
 		return agg.Plain{}, nil, nil
 	case "secagg":
+		cfg, err := t.secaggConfig()
+		if err != nil {
+			return nil, nil, err
+		}
 		if t.SecAgg.KEM != "" && t.SecAgg.KEM != "x25519" && t.SecAgg.KEM != "hybrid" {
 			return nil, nil, fmt.Errorf("secagg.kem %q: want x25519 or hybrid", t.SecAgg.KEM)
 		}
 		if err := t.SecAgg.Quant.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("secagg.quant: %w", err)
 		}
-		settings, err := json.Marshal(t.SecAgg)
+		settings, err := json.Marshal(cfg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -272,10 +281,13 @@ func ProtocolFor(t *TaskConfig, pool *x509.CertPool, federation string) (agg.Pro
 		if pool != nil {
 			verify = secagg.PKIVerifier(pool, federation)
 		}
-		return secagg.New(t.SecAgg, nil, verify), settings, nil
+		return secagg.New(cfg, nil, verify), settings, nil
 	case "mhe":
 		// The round's protocol and settings depend on the task's key set-up: see
 		// Server.roundProtocol. This one only checks the config.
+		if t.DP != nil {
+			return nil, nil, errors.New("dp: distributed differential privacy needs secure: secagg")
+		}
 		if err := t.MHE.validate(t.MinClients); err != nil {
 			return nil, nil, err
 		}

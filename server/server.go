@@ -100,6 +100,7 @@ type Options struct {
 // Server coordinates one task's rounds. Create it with New.
 type Server struct {
 	cfg   Config
+	dp    *dpState // task.dp's accounting; nil without DP (the epsilon of a restarted server counts from its restart)
 	opt   Options
 	log   *slog.Logger
 	store *store.Store
@@ -189,6 +190,19 @@ func New(cfg Config, opt Options) (*Server, error) {
 	if err := s.restore(); err != nil {
 		st.Close()
 		return nil, err
+	}
+	if s.dp, err = newDPState(&cfg.Task, len(s.params)); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("server: task.dp: %w", err)
+	}
+	if s.dp != nil {
+		// The privacy loss of every round released before a restart still counts.
+		hist, err := s.History()
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("server: task.dp: read the round history: %w", err)
+		}
+		s.dp.replay(hist)
 	}
 	if err := s.initAccess(); err != nil {
 		st.Close()
@@ -491,10 +505,19 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		maxWeight = max(maxWeight, s.joined[ss.key])
 	}
 	s.mu.Unlock()
+	if s.dp != nil {
+		maxWeight = 1 // partners contribute with weight 1 (see DPConfig)
+	}
 	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups, Groups: s.groups, MaxWeight: maxWeight}
 	proto, protoSettings, err := s.roundProtocol(cohort)
 	if err != nil {
 		return rec, fmt.Errorf("server: round %d: %w", r, err)
+	}
+	if s.dp != nil {
+		rec.Epsilon, rec.Delta = s.dp.spent(), s.dp.acc.Delta()
+		if protoSettings, err = withDP(protoSettings, t.DP.Clip, s.dp.announce(), rec.Delta); err != nil {
+			return rec, fmt.Errorf("server: round %d: %w", r, err)
+		}
 	}
 	srv, err := proto.NewServer(aggParams, len(cohort))
 	if err != nil {
@@ -596,6 +619,11 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	if rec.Reason == "" {
 		rec.Reason = s.erasureVeto(&rec)
 	}
+	if rec.Reason == "" && s.dp != nil {
+		if _, err := s.dp.check(len(sum.Contributors)); err != nil {
+			rec.Reason = err.Error()
+		}
+	}
 	var next []float32
 	var nextOpt OptState
 	if rec.Reason == "" {
@@ -606,6 +634,9 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		}
 	}
 	rec.Committed = rec.Reason == ""
+	if rec.Committed && s.dp != nil {
+		rec.Epsilon = s.dp.charge(len(sum.Contributors))
+	}
 	rec.Seconds = time.Since(start).Seconds()
 	if err := s.commit(rec, next, nextOpt); err != nil {
 		return rec, err

@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/dp"
 	"github.com/fedweave/fedweave/crypto/quant"
 )
 
@@ -99,6 +100,7 @@ type client struct {
 
 	// Tests: the client's encoded input, before masking, when keepEncoding is set.
 	keepEncoding bool
+	plain        quant.Vector // tests: the encoding before noise, when Config.Noise is set
 	encoding     quant.Vector
 }
 
@@ -353,13 +355,19 @@ func (c *client) mask(fromServer []byte) ([]byte, error) {
 		c.sharedSet[j] = true
 	}
 
-	layout, err := quant.NewLayout(c.cfg.Quant, c.p.Groups, c.p.NumGroups, c.n, c.p.MaxWeight)
+	layout, err := c.cfg.layout(c.p, c.n)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", agg.ErrBadInput, err)
 	}
 	out, x, inPlace := newMaskedMessage(c.header(typeMasked), layout)
 	if err := layout.EncodeTo(x, c.in.Values, c.in.Weights, newStreamReader()); err != nil {
 		return nil, fmt.Errorf("%w: %w", agg.ErrBadInput, err)
+	}
+	if c.cfg.Noise > 0 {
+		if c.keepEncoding {
+			c.plain = x.Clone()
+		}
+		dp.AddSkellam(x, layout.N, c.cfg.Noise, nil) // value words only, before any mask
 	}
 	if c.keepEncoding {
 		c.encoding = x.Clone()

@@ -97,9 +97,11 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 
 	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/dp"
 	"github.com/fedweave/fedweave/crypto/quant"
 )
 
@@ -127,6 +129,22 @@ type Config struct {
 	KEM string `json:"kem,omitempty"`
 	// Quant is how inputs are encoded. Its Clip must cover the inputs' range; see package quant.
 	Quant quant.Config `json:"quant"`
+	// Noise is distributed differential privacy: the variance, in quantization steps squared,
+	// of the symmetric Skellam noise (crypto/dp.AddSkellam) each client adds to every quantized
+	// value word (not the weight words) of its encoding before masking, so that the sum carries
+	// the noise of the whole cohort and nobody sees a less noisy input. 0 means none. With
+	// noise, the layout is crypto/dp.NoisyLayout's: the modulus leaves room for the cohort's
+	// noise, exceeded with probability 2^-64 a value, so the modular sum does not wrap.
+	Noise float64 `json:"noise,omitempty"`
+}
+
+// layout returns the encoding of a round of a cohort of n under c: quant.NewLayout, or with
+// Noise, dp.NoisyLayout. The server and every client compute it alike.
+func (c Config) layout(p agg.Params, n int) (quant.Layout, error) {
+	if c.Noise > 0 {
+		return dp.NoisyLayout(c.Quant, p.Groups, p.NumGroups, n, p.MaxWeight, c.Noise)
+	}
+	return quant.NewLayout(c.Quant, p.Groups, p.NumGroups, n, p.MaxWeight)
 }
 
 // Limits of the protocol, so that decoders bound what they accept.
@@ -192,6 +210,9 @@ func (c Config) validate() error {
 	}
 	if _, err := suiteFor(c.KEM); err != nil {
 		return err
+	}
+	if !(c.Noise >= 0) || math.IsInf(c.Noise, 0) {
+		return fmt.Errorf("secagg: noise variance %v, want 0 or a positive finite number", c.Noise)
 	}
 	return c.Quant.Validate()
 }

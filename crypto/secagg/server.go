@@ -26,7 +26,7 @@ func (pr *protocol) NewServer(p agg.Params, cohort int) (agg.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	layout, err := quant.NewLayout(pr.cfg.Quant, p.Groups, p.NumGroups, cohort, p.MaxWeight)
+	layout, err := pr.cfg.layout(p, cohort)
 	if err != nil {
 		return nil, fmt.Errorf("secagg: %w", err)
 	}

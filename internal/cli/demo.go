@@ -13,6 +13,19 @@ import (
 	"github.com/fedweave/fedweave/fusion"
 	"github.com/fedweave/fedweave/internal/demo"
 	"github.com/fedweave/fedweave/internal/report"
+	"github.com/fedweave/fedweave/server"
+)
+
+// The demo's --dp defaults: an L2 clip that leaves the demo's updates about as they are, and
+// the largest noise multiplier that keeps the model useful with only four partners. With four
+// partners the noise of the mean, noise·clip/4 per parameter, swamps the update unless the
+// multiplier is tiny, so the epsilon it reaches is far too large to mean much. Measured on the
+// synthetic data, seed 1: accuracy 0.75 to 0.81 (the noise is not seeded) against 0.94 without
+// DP, at epsilon 2.8e4 (delta 1e-5) after 5 rounds; a multiplier of 0.5 reaches epsilon 32 and
+// chance accuracy. Real deployments need cohorts of hundreds for both.
+const (
+	DemoDPNoise = 0.01
+	DemoDPClip  = 10.0
 )
 
 const demoUsage = `usage: fedweave demo [flags]
@@ -62,6 +75,10 @@ var demoCmd = &Command{
 		reportPath := fs.String("report", "", "write the figures as JSON to `file`, and a PNG of accuracy per round beside it")
 		seed := fs.Uint64("seed", 1, "`seed` for data, partitions, initialisation and training")
 		verbose := fs.Bool("v", false, "log the server's and clients' events to stderr")
+		dpOn := fs.Bool("dp", false, "distributed differential privacy: clients clip their updates and add Skellam noise under secure aggregation")
+		dpNoise := fs.Float64("dp-noise", DemoDPNoise, "with --dp, the noise `multiplier`: the cohort's total noise, in units of the clip")
+		dpClip := fs.Float64("dp-clip", DemoDPClip, "with --dp, the L2 `norm` each partner's update is clipped to")
+		dpEps := fs.Float64("dp-epsilon", 0, "with --dp, the task's max `epsilon` (at delta 1e-5): a round beyond it is not committed; 0: no limit")
 		return func(ctx context.Context, env *Env, args []string) error {
 			switch {
 			case len(args) > 0:
@@ -112,10 +129,17 @@ var demoCmd = &Command{
 			if *verbose {
 				logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}
+			var dpc *server.DPConfig
+			if *dpOn {
+				if *secure != "secagg" {
+					return fmt.Errorf("--dp needs --secure secagg")
+				}
+				dpc = &server.DPConfig{NoiseMultiplier: *dpNoise, Clip: *dpClip, MaxEpsilon: *dpEps}
+			}
 			rep, err := demo.Run(ctx, demo.Options{
 				Clients: *clients, Rounds: *rounds, LocalEpochs: *localEpochs, Secure: *secure, KEM: *kem, Strategy: *strategy,
 				Fusion: kind, Data: all, DataName: ld.Name, Alpha: *alpha, Drop: *drop, Dir: workDir, Seed: *seed,
-				Stderr: env.Stderr, Logger: logger,
+				Stderr: env.Stderr, Logger: logger, DP: dpc,
 			})
 			if err != nil {
 				if *dir != "" {

@@ -52,10 +52,12 @@ type Options struct {
 	DataName    string
 	Alpha       float64 // Dirichlet label skew; default 0.5
 	Drop        int     // clients that vanish in the middle of a round
-	Dir         string  // keys, stores and checkpoints; must exist
-	Seed        uint64
-	Stderr      io.Writer // progress bar and one line per round
-	Logger      *slog.Logger
+	// DP, if not nil, turns on distributed differential privacy (secure must be secagg).
+	DP     *server.DPConfig
+	Dir    string // keys, stores and checkpoints; must exist
+	Seed   uint64
+	Stderr io.Writer // progress bar and one line per round
+	Logger *slog.Logger
 }
 
 // Report is what a demo run measured. Its JSON is the demo's --report.
@@ -82,6 +84,9 @@ type RoundReport struct {
 	Accuracy     float64 `json:"accuracy"`
 	Loss         float64 `json:"loss"`
 	Seconds      float64 `json:"seconds"`
+	// Epsilon is the task's cumulative privacy loss after the round, at Delta; both 0 without DP.
+	Epsilon float64 `json:"epsilon"`
+	Delta   float64 `json:"delta"`
 }
 
 // Final is a model's figures on the held-out test set.
@@ -173,11 +178,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Strategy == "fedprox" {
 		task.ProxMu = 0.01
 	}
+	task.DP = opt.DP
 	var srv *servertest.Running
 	srv, err = f.StartServer(server.Config{Task: task}, server.Options{
 		Logger: opt.Logger,
 		OnRound: func(r server.RoundRecord) {
-			rr := RoundReport{Round: r.Round, Committed: r.Committed, Participants: len(r.Participants), Dropped: r.Dropped, Seconds: r.Seconds}
+			rr := RoundReport{Round: r.Round, Committed: r.Committed, Participants: len(r.Participants), Dropped: r.Dropped, Seconds: r.Seconds, Epsilon: r.Epsilon, Delta: r.Delta}
 			if r.Committed {
 				_, params := srv.Params()
 				m, err := eval.score(params)
