@@ -9,7 +9,6 @@ import (
 	pb "github.com/fedweave/fedweave/api/fedweave/v1"
 	"github.com/fedweave/fedweave/crypto/agg"
 	"github.com/fedweave/fedweave/crypto/mhe"
-	"github.com/fedweave/fedweave/crypto/quant"
 )
 
 // Threshold homomorphic aggregation ("mhe", crypto/mhe) on the client's side.
@@ -27,24 +26,6 @@ import (
 // cannot take part in that key set's rounds (it says so and reconnects) until the server runs a
 // new set-up, which it does when fewer than max(threshold, min_clients) of the set's members
 // are connected.
-
-// mheSettings mirror server/mhe.go's RoundStart.protocol for mhe.
-type mheSettings struct {
-	Setup  bool            `json:"setup,omitempty"`
-	Config *mheSetupConfig `json:"config,omitempty"`
-	Quant  quant.Config    `json:"quant"`
-	KeySet string          `json:"key_set,omitempty"`
-	Cohort []int           `json:"cohort,omitempty"`
-}
-
-type mheSetupConfig struct {
-	Task      string `json:"task"`
-	Epoch     uint32 `json:"epoch"`
-	Members   int    `json:"members"`
-	Threshold int    `json:"threshold"`
-	MaxWeight uint64 `json:"max_weight"`
-	Bits      int    `json:"bits"`
-}
 
 // mheKeys holds the key material of the key sets this client took part in, by set-up ID, and
 // persists it in the client's store when there is one.
@@ -102,7 +83,7 @@ func (r *round) isMHESetup(s *pb.RoundStart) bool {
 
 // startSetup takes part in a key set-up: phase 0 at once, later phases through round.phase.
 func (r *round) startSetup(s *pb.RoundStart) error {
-	var st mheSettings
+	var st mhe.Settings
 	if err := json.Unmarshal(s.GetProtocol(), &st); err != nil || !st.Setup || st.Config == nil {
 		return fmt.Errorf("client: round %d announces no parameters and no mhe key set-up", s.GetRound())
 	}
@@ -110,8 +91,7 @@ func (r *round) startSetup(s *pb.RoundStart) error {
 	if c.Task != r.c.cfg.Task {
 		return fmt.Errorf("client: an mhe key set-up for task %q, this client takes part in %q", c.Task, r.c.cfg.Task)
 	}
-	cfg := mhe.SetupConfig{Task: c.Task, Epoch: c.Epoch, Members: c.Members, Threshold: c.Threshold, MaxWeight: c.MaxWeight, Bits: c.Bits}
-	m, err := mhe.NewSetupMember(cfg, int(s.GetIndex()))
+	m, err := mhe.NewSetupMember(*c, int(s.GetIndex()))
 	if err != nil {
 		return fmt.Errorf("client: mhe key set-up: %w", err)
 	}
@@ -146,7 +126,7 @@ func (s *setupMember) Phase(p int, fromServer []byte) ([]byte, error) {
 
 // mheProtocol returns the client's side of an mhe round from its settings.
 func (c *Client) mheProtocol(settings []byte) (agg.Protocol, error) {
-	var st mheSettings
+	var st mhe.Settings
 	if err := json.Unmarshal(settings, &st); err != nil {
 		return nil, fmt.Errorf("client: the round's mhe settings: %w", err)
 	}

@@ -73,25 +73,6 @@ func (c MHEConfig) validate(minClients int) error {
 	return nil
 }
 
-// mheSettings are RoundStart.protocol for mhe: a set-up's (Setup, Config) or a round's (Quant,
-// KeySet, Cohort). client/mhe.go reads the same JSON.
-type mheSettings struct {
-	Setup  bool            `json:"setup,omitempty"`
-	Config *mheSetupConfig `json:"config,omitempty"`
-	Quant  quant.Config    `json:"quant"`
-	KeySet string          `json:"key_set,omitempty"` // hex of the set-up's ID
-	Cohort []int           `json:"cohort,omitempty"`  // set-up member of each cohort position
-}
-
-type mheSetupConfig struct {
-	Task      string `json:"task"`
-	Epoch     uint32 `json:"epoch"`
-	Members   int    `json:"members"`
-	Threshold int    `json:"threshold"`
-	MaxWeight uint64 `json:"max_weight"`
-	Bits      int    `json:"bits"`
-}
-
 // mheState is the task's current key set (nil pub: none yet).
 type mheState struct {
 	loaded  bool
@@ -259,7 +240,7 @@ func (s *Server) roundProtocol(cohort []*session) (agg.Protocol, []byte, error) 
 		idx[i] = m
 	}
 	id := st.pub.ID()
-	settings, err := json.Marshal(mheSettings{Quant: t.MHE.Quant, KeySet: hex.EncodeToString(id[:]), Cohort: idx})
+	settings, err := json.Marshal(mhe.Settings{Quant: t.MHE.Quant, KeySet: hex.EncodeToString(id[:]), Cohort: idx})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -305,9 +286,7 @@ func (s *Server) runSetup(ctx context.Context, live []*session) (ok bool, err er
 		s.log.Warn("mhe key set-up refused", "epoch", epoch, "err", err)
 		return false, nil
 	}
-	settings, err := json.Marshal(mheSettings{Setup: true, Quant: t.MHE.Quant, Config: &mheSetupConfig{
-		Task: cfg.Task, Epoch: cfg.Epoch, Members: cfg.Members, Threshold: cfg.Threshold, MaxWeight: cfg.MaxWeight, Bits: cfg.Bits,
-	}})
+	settings, err := json.Marshal(mhe.Settings{Setup: true, Quant: t.MHE.Quant, Config: &cfg})
 	if err != nil {
 		return false, err
 	}

@@ -22,23 +22,34 @@ import (
 type SetupConfig struct {
 	// Task names the task; the common reference string, from which the public key's random
 	// half is drawn, derives from it and Epoch (it is public). At most MaxTaskLen bytes.
-	Task string
+	Task string `json:"task"`
 	// Epoch counts the set-ups of the task: a new set-up of the same task takes a new epoch.
-	Epoch uint32
+	Epoch uint32 `json:"epoch"`
 	// Members is the number of members n, 1 to MaxMembers; members are numbered 1 to n, and
 	// member i's Shamir point is i.
-	Members int
+	Members int `json:"members"`
 	// Threshold is the number t of members that decrypt together, 1 to n. 0 means a strict
 	// majority, n/2 + 1. Any t members and the server can decrypt anything encrypted under
 	// the set-up's key; fewer learn nothing. A threshold of 1 is the usual single-key set-up.
-	Threshold int
+	Threshold int `json:"threshold"`
 	// MaxWeight bounds the weight a client gives a parameter group (the number of its samples
 	// that fed it) in every round of the task, and with Members and Bits it sizes the plaintext
 	// modulus. 0 means 2^16/n: sums of 32 bits at 16 bits a value, as in package quant.
-	MaxWeight uint64
+	MaxWeight uint64 `json:"max_weight"`
 	// Bits is the width of a quantized value the modulus is sized for, 2 to 32. 0 means
 	// quant.DefaultBits.
-	Bits int
+	Bits int `json:"bits"`
+}
+
+// Settings are what a server tells the clients about a key set-up or a round, as JSON in the
+// round's protocol settings: a set-up's Config, or a round's key set (hex of the set-up's ID)
+// and the set-up member of each cohort position.
+type Settings struct {
+	Setup  bool         `json:"setup,omitempty"`
+	Config *SetupConfig `json:"config,omitempty"`
+	Quant  quant.Config `json:"quant"`
+	KeySet string       `json:"key_set,omitempty"`
+	Cohort []int        `json:"cohort,omitempty"`
 }
 
 // Limits of a set-up.
