@@ -41,6 +41,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -496,18 +497,8 @@ func (s *Store) Dataset(ctx context.Context) (*dataset.Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(d.Records, func(a, b dataset.Record) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(d.Records, func(a, b dataset.Record) int { return strings.Compare(a.ID, b.ID) })
 	return d, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Records returns the records of one data subject, sorted by id (a subject's right of access).
@@ -529,7 +520,7 @@ func (s *Store) Records(subject string) ([]dataset.Record, error) {
 	if len(out) == 0 {
 		return nil, ErrNoRecords
 	}
-	slices.SortFunc(out, func(a, b dataset.Record) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b dataset.Record) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -217,7 +218,7 @@ func (s *Server) liveSessions() []*session {
 	}
 	s.mu.Unlock()
 	live = s.stillAuthorized(live)
-	slices.SortFunc(live, func(a, b *session) int { return compareStrings(a.key, b.key) })
+	slices.SortFunc(live, func(a, b *session) int { return strings.Compare(a.key, b.key) })
 	return live
 }
 

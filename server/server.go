@@ -443,12 +443,12 @@ func (s *Server) waitForCohort(ctx context.Context) ([]*session, error) {
 		s.mu.Unlock()
 		live = s.withoutErased(s.stillAuthorized(live))
 		if len(live) >= t.MinClients {
-			slices.SortFunc(live, func(a, b *session) int { return compareStrings(a.key, b.key) })
+			slices.SortFunc(live, func(a, b *session) int { return strings.Compare(a.key, b.key) })
 			if t.ClientsPerRound > 0 && len(live) > t.ClientsPerRound {
 				rng := rand.New(rand.NewPCG(t.Seed, next))
 				rng.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
 				live = live[:t.ClientsPerRound]
-				slices.SortFunc(live, func(a, b *session) int { return compareStrings(a.key, b.key) })
+				slices.SortFunc(live, func(a, b *session) int { return strings.Compare(a.key, b.key) })
 			}
 			return live, nil
 		}
@@ -462,16 +462,6 @@ func (s *Server) waitForCohort(ctx context.Context) ([]*session, error) {
 		case <-tick.C:
 		}
 	}
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // member is one cohort member during a round.
