@@ -26,7 +26,11 @@ func Score(preds []Prediction, labels []int, classes int) Metrics {
 			continue
 		}
 		m.N++
-		m.Loss -= math.Log(math.Max(float64(p.Probabilities[y]), 1e-12))
+		py := float64(p.Probabilities[y])
+		if !(py > 1e-12) { // also NaN: a model whose output is not finite scores as certain and wrong
+			py = 1e-12
+		}
+		m.Loss -= math.Log(py)
 		if p.Label == y {
 			correct++
 			tp[y]++

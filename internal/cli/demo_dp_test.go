@@ -17,7 +17,7 @@ func TestDemoDP(t *testing.T) {
 	report := filepath.Join(dir, "r.json")
 	var stdout, stderr bytes.Buffer
 	env := &Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}
-	code := env.run(context.Background(), []string{"demo", "--dp", "--dp-noise", "0.5", "--n", "600", "--clients", "3", "--rounds", "2",
+	code := env.run(context.Background(), []string{"demo", "--dp", "--n", "600", "--clients", "3", "--rounds", "2",
 		"--local-epochs", "1", "--report", report})
 	if code != 0 {
 		t.Fatalf("demo exited %d:\n%s", code, stderr.String())

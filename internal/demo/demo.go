@@ -72,6 +72,7 @@ type Report struct {
 	Centralized Final         `json:"centralized"`
 	TestRecords int           `json:"test_records"`
 	Served      *Served       `json:"served,omitempty"`
+	ServeError  string        `json:"serve_error,omitempty"` // why the served prediction failed, if it did
 	Seconds     float64       `json:"seconds"`
 }
 
@@ -325,8 +326,14 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		return nil, err
 	}
 	// The federated model, served: one held-out record explained through the inference service.
+	// A model that cannot be evaluated (heavy DP noise can drive its activations to infinity)
+	// is refused by the service; the demo reports that instead of failing.
 	if rep.Served, err = serve(ctx, f, srv, test, opt.Seed); err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		rep.ServeError = err.Error()
+		fmt.Fprintf(opt.Stderr, "serving the federated model failed: %v\n", err)
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
