@@ -167,20 +167,25 @@ func logErfc(x float64) float64 {
 // SkellamRDP returns the RDP at each of orders of releasing a sum whose L1 and L2
 // sensitivities are l1 and l2 (in quantization steps) with symmetric Skellam noise of
 // variance variance (in steps squared) on every coordinate. It is Theorem 3.5 of Agarwal,
-// Kairouz and Liu 2021, in their notation Sk(mu, mu) with mu = variance/2:
+// Kairouz and Liu 2021 (the multi-dimensional Skellam mechanism), written with the variance
+// V = 2mu of their Sk(mu, mu):
 //
-//	eps(alpha) = alpha·l2²/(4mu) + min( ((2alpha-1)·l2² + 6·l1)/(16mu²), 3·l1/(4mu) ).
+//	eps(alpha) = alpha·l2²/(2V) + min( ((2alpha-1)·l2² + 6·l1)/(4V²), 3·l1/(2V) ).
+//
+// The theorem holds for integer alpha; at a fractional order the bound of the next integer
+// order is returned, which is valid because RDP does not decrease with the order.
 func SkellamRDP(l1, l2, variance float64, orders []float64) ([]float64, error) {
-	if !(variance > 0) || !(l1 >= 0) || !(l2 >= 0) {
-		return nil, errors.New("dp: Skellam needs a positive variance and sensitivities")
+	if !(variance > 0) || !(l1 >= 0) || !(l2 >= 0) || math.IsInf(variance, 0) || math.IsInf(l1, 0) || math.IsInf(l2, 0) {
+		return nil, errors.New("dp: Skellam needs a positive variance and finite sensitivities")
 	}
-	mu := variance / 2
+	v := variance
 	rdp := make([]float64, len(orders))
 	for i, a := range orders {
 		if !(a > 1) {
 			return nil, fmt.Errorf("dp: order %v, want more than 1", a)
 		}
-		rdp[i] = a*l2*l2/(4*mu) + math.Min(((2*a-1)*l2*l2+6*l1)/(16*mu*mu), 3*l1/(4*mu))
+		a = math.Ceil(a)
+		rdp[i] = a*l2*l2/(2*v) + math.Min(((2*a-1)*l2*l2+6*l1)/(4*v*v), 3*l1/(2*v))
 	}
 	return rdp, nil
 }
