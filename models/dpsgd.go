@@ -16,17 +16,63 @@ import (
 // training graph with batch size 1 once per example: correct, and about a batch size times
 // slower than ordinary training.
 //
-// The accounting (package crypto/dp, SampledGaussianRDP with q = BatchSize/examples,
-// sigma = NoiseMultiplier, steps = TrainStats.Steps) assumes Poisson sampling; training
-// shuffles and takes consecutive batches, the common approximation that Opacus and
-// TF-Privacy tutorials make too.
+// With SampleRate > 0 the batches are Poisson samples, the sampling that the RDP accountant of
+// Mironov et al. 2019 (package crypto/dp, SampledGaussianRDP) assumes: every step takes each
+// labelled record independently with probability SampleRate, an epoch is ceil(1/SampleRate)
+// steps, and the noisy sum is divided by the expected batch size SampleRate·n (n labelled
+// records), not by the actual one: the analysis bounds what one record changes in the noisy
+// sum, and the actual size is itself data-dependent, so dividing by it is not covered. An empty
+// sample is still a step, on pure noise. The privacy cost of training is then exactly
+// SampledGaussianRDP(SampleRate, NoiseMultiplier, Steps(epochs), ...).
+//
+// With SampleRate == 0 training shuffles and takes consecutive batches of BatchSize, dividing
+// by the actual batch size; accounting it with q = BatchSize/examples is the common
+// approximation that Opacus and TF-Privacy tutorials make too, not a guarantee.
+//
+// DP-SGD protects the gradients, not statistics computed from the data beside them: in DP mode
+// TrainWith never fits the tabular normaliser exactly. A model whose normaliser is unset fits it
+// with FitNormalizerDP (noise multiplier NormalizerNoise) and says so in
+// TrainStats.NormalizerReleased, so that the caller can charge that release too.
 type DPSGD struct {
 	Clip            float64 // per-example L2 norm bound; must be positive
 	NoiseMultiplier float64 // noise standard deviation over Clip; 0 clips without noise
-	// Noise draws the Gaussian noise; nil means a ChaCha8 generator seeded from crypto/rand.
+	// SampleRate, in [0, 1], is the Poisson sampling probability of a record per step; 0 takes
+	// shuffled batches of TrainConfig.BatchSize instead (BatchSize is ignored otherwise).
+	SampleRate float64
+	// NormalizerNoise is the noise multiplier of the tabular normaliser's release (see
+	// FitNormalizerDP); 0 means DefaultNormalizerNoise.
+	NormalizerNoise float64
+	// Noise draws the Gaussian noise and the Poisson samples; nil means a ChaCha8 generator
+	// seeded from crypto/rand. Both must be secret from whoever sees the trained model: sampling
+	// from TrainConfig.Seed, often a default or public value, would reveal which records each
+	// step used and void the amplification by sampling that the accounting counts on.
 	Noise *rand.Rand
 }
 
+// DefaultNormalizerNoise is the noise multiplier of the tabular normaliser's release when
+// DPSGD.NormalizerNoise is 0: one Gaussian mechanism of RDP alpha/(2·4²) = alpha/32, small next
+// to the many steps of DP-SGD, and still accurate for a few thousand records or more.
+const DefaultNormalizerNoise = 4
+
+// maxStepsPerEpoch bounds ceil(1/SampleRate): a smaller rate is almost surely a mistake, and
+// the step count must fit an int.
+const maxStepsPerEpoch = 1 << 31
+
+// Steps returns the number of optimizer steps that training for epochs epochs takes with
+// Poisson sampling, epochs·ceil(1/SampleRate) (epochs <= 0 counts as 1, as in TrainConfig). It
+// is the steps argument the caller passes to crypto/dp.SampledGaussianRDP(SampleRate,
+// NoiseMultiplier, steps, orders). It returns 0 when SampleRate is not in (0, 1]: the shuffled
+// batches then take ceil(examples/BatchSize) steps an epoch.
+func (p *DPSGD) Steps(epochs int) int {
+	if !(p.SampleRate > 0 && p.SampleRate <= 1) || 1/p.SampleRate > maxStepsPerEpoch {
+		return 0
+	}
+	return max(epochs, 1) * p.stepsPerEpoch()
+}
+
+func (p *DPSGD) stepsPerEpoch() int { return int(math.Ceil(1 / p.SampleRate)) }
+
+// validate checks p and fills in its defaults; TrainWith calls it on a copy.
 func (p *DPSGD) validate() error {
 	if !(p.Clip > 0) || math.IsInf(p.Clip, 0) {
 		return fmt.Errorf("models: DP-SGD clip %v, want a positive finite number", p.Clip)
@@ -34,18 +80,47 @@ func (p *DPSGD) validate() error {
 	if !(p.NoiseMultiplier >= 0) || math.IsInf(p.NoiseMultiplier, 0) {
 		return fmt.Errorf("models: DP-SGD noise multiplier %v", p.NoiseMultiplier)
 	}
+	if !(p.SampleRate >= 0 && p.SampleRate <= 1) {
+		return fmt.Errorf("models: DP-SGD sample rate %v, want a number in [0, 1]", p.SampleRate)
+	}
+	if p.SampleRate > 0 && 1/p.SampleRate > maxStepsPerEpoch {
+		return fmt.Errorf("models: DP-SGD sample rate %v makes an epoch of more than 2^31 steps", p.SampleRate)
+	}
+	if !(p.NormalizerNoise >= 0) || math.IsInf(p.NormalizerNoise, 0) {
+		return fmt.Errorf("models: DP-SGD normalizer noise %v, want a finite number >= 0", p.NormalizerNoise)
+	}
+	if p.NormalizerNoise == 0 {
+		p.NormalizerNoise = DefaultNormalizerNoise
+	}
 	if p.Noise == nil {
-		var seed [32]byte
-		crand.Read(seed[:])
-		p.Noise = rand.New(rand.NewChaCha8(seed))
+		p.Noise = secretRand()
 	}
 	return nil
 }
 
+// secretRand returns a ChaCha8 generator seeded from crypto/rand.
+func secretRand() *rand.Rand {
+	var seed [32]byte
+	crand.Read(seed[:])
+	return rand.New(rand.NewChaCha8(seed))
+}
+
+// poissonSample appends to dst the records of idx that one step of Poisson sampling takes: each
+// independently with probability q, in the order of idx, one draw of rng per record.
+func poissonSample(dst, idx []int, q float64, rng *rand.Rand) []int {
+	for _, r := range idx {
+		if rng.Float64() < q {
+			dst = append(dst, r)
+		}
+	}
+	return dst
+}
+
 // dpGradients sets grads to the DP-SGD gradient of rows: per-example gradients from the
-// batch-1 graph n1, each clipped, summed, noised and divided by len(rows). It returns the
-// mean loss of the rows.
-func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p *DPSGD, grads, one []float32) (float64, error) {
+// batch-1 graph n1, each clipped, summed, noised and divided by div (the batch size, or the
+// expected one under Poisson sampling). rows may be empty: the gradient is then the noise over
+// div. It returns the mean loss of the rows, 0 for none.
+func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p *DPSGD, div float64, grads, one []float32) (float64, error) {
 	clear(grads)
 	var loss float64
 	for _, r := range rows {
@@ -70,7 +145,7 @@ func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p
 		}
 	}
 	sd := p.NoiseMultiplier * p.Clip
-	inv := float32(1 / float64(len(rows)))
+	inv := float32(1 / div)
 	for _, seg := range m.layout.Segments {
 		if !seg.Trainable {
 			continue
@@ -81,6 +156,9 @@ func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p
 			}
 			grads[i] *= inv
 		}
+	}
+	if len(rows) == 0 {
+		return 0, nil
 	}
 	return loss / float64(len(rows)), nil
 }

@@ -33,7 +33,9 @@ func (m *Model) Fit(ctx context.Context, train, test *Encoded, cfg TrainConfig, 
 	if err != nil {
 		return FitResult{}, err
 	}
-	m.FitNormalizer(train)
+	if cfg.DP == nil {
+		m.FitNormalizer(train) // with DP, training fits it with noise (FitNormalizerDP)
+	}
 	var res FitResult
 	var trainSec float64
 	samples := 0

@@ -3,6 +3,7 @@ package models
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 
 	"github.com/fedweave/fedweave/dataset"
 	"github.com/fedweave/fedweave/internal/nn"
@@ -170,4 +171,122 @@ func (m *Model) FitNormalizer(d *Encoded) {
 		m.params[mean.Offset+j] = float32(math.Asinh(mu) / NormScale)
 		m.params[logStd.Offset+j] = float32(math.Log(math.Max(math.Sqrt(math.Max(v, 0)), 1e-6)) / NormScale)
 	}
+}
+
+// dpNormBound is B of FitNormalizerDP's first stage: magnitudes are clamped to asinh 16, raw
+// values of about 4.4e6.
+const dpNormBound = 16
+
+// dpNormHeadroom widens FitNormalizerDP's range beyond a field's typical magnitude: R =
+// sinh(m + 1.5), about 4.5 times it for large values.
+const dpNormHeadroom = 1.5
+
+// dpNormMinSD is the smallest standard deviation, as a share of the range, that
+// FitNormalizerDP reports: the noisy variance can come out negative or tiny on few records,
+// and a standard deviation of zero would blow the standardised values up.
+const dpNormMinSD = 0.02
+
+// hasTabular reports whether any record of d carries tabular fields.
+func hasTabular(d *Encoded) bool {
+	for i := range d.n {
+		if d.present[i][dataset.Tabular] {
+			return true
+		}
+	}
+	return false
+}
+
+// FitNormalizerDP sets the tabular standardisation statistics, like FitNormalizer, from a
+// differentially private release instead of the exact means and standard deviations: those
+// are functions of every record that DP-SGD's guarantee does not cover. It does nothing for a
+// model without a tabular encoder or data without tabular records; only records that carry
+// tabular fields are read (which of them do is taken as known, as the modality mask is).
+//
+// The fields' scales are unknown (an income in the tens of thousands beside a score near 1),
+// and clipping needs a range, so the release has two stages, each a Gaussian mechanism of
+// noise multiplier noiseMultiplier·√2: together they cost exactly one Gaussian mechanism of
+// noiseMultiplier, RDP alpha/(2·noiseMultiplier²) at order alpha, which is what callers charge.
+//
+//  1. Magnitude. For each record and field j, u_j = min(asinh|x_j|, B)/B in [0, 1] (B = 16, NaN
+//     counts as 0); the vector (u_1..u_F, 1) has L2 norm at most sqrt(F+1), the sensitivity of
+//     its sum. From the noisy sums, m_j = B·clamp(S_j/Ñ, 0, 1) is a typical |x_j| in asinh
+//     units, and the field's range is R_j = sinh(m_j + 1.5), about 4.5 times that magnitude.
+//  2. Moments. v_j = clamp(x_j/R_j, -1, 1); the vector (v_1..v_F, v_1²..v_F², 1) has L2 norm at
+//     most sqrt(2F+1). From the noisy sums, mean_j = R_j·clamp(S1_j/Ñ, -1, 1) and
+//     std_j = R_j·sqrt(max(S2_j/Ñ - (S1_j/Ñ)², 0.02²)).
+//
+// Ñ is the stage's noisy count, at least 1. The noise on mean_j is about
+// R_j·noiseMultiplier·√2·sqrt(2F+1)/n, a few percent of the field's magnitude for a few
+// hundred records at the default noise; a spread much narrower than the magnitude (8000 around
+// 42000) is resolved only from thousands of records, and below that the floor, 2 % of the
+// range, holds: standardised values then come out a few times smaller than unit scale, which
+// training absorbs.
+//
+// noiseMultiplier must be positive and finite. rng draws the noise; nil means a ChaCha8
+// generator seeded from crypto/rand.
+func (m *Model) FitNormalizerDP(d *Encoded, noiseMultiplier float64, rng *rand.Rand) error {
+	if !(noiseMultiplier > 0) || math.IsInf(noiseMultiplier, 0) {
+		return fmt.Errorf("models: normalizer noise multiplier %v, want a positive finite number", noiseMultiplier)
+	}
+	if m.Spec.Tabular == nil || !hasTabular(d) {
+		return nil
+	}
+	if rng == nil {
+		rng = secretRand()
+	}
+	const B = dpNormBound
+	F := m.Spec.Tabular.Fields
+	sigma := noiseMultiplier * math.Sqrt2 // per stage
+	value := func(v float32) float64 {
+		if x := float64(v); !math.IsNaN(x) {
+			return x
+		}
+		return 0
+	}
+	release := func(sums []float64) float64 {
+		sd := sigma * math.Sqrt(float64(len(sums)))
+		for k := range sums {
+			sums[k] += sd * rng.NormFloat64()
+		}
+		return math.Max(sums[len(sums)-1], 1)
+	}
+	// Stage 1: magnitudes.
+	mag := make([]float64, F+1)
+	for i := range d.n {
+		if !d.present[i][dataset.Tabular] {
+			continue
+		}
+		for j, v := range d.tab[i*F : (i+1)*F] {
+			mag[j] += math.Min(math.Asinh(math.Abs(value(v))), B) / B
+		}
+		mag[F]++
+	}
+	cnt := release(mag)
+	rng1 := make([]float64, F)
+	for j := range F {
+		rng1[j] = math.Sinh(B*math.Max(0, math.Min(1, mag[j]/cnt)) + dpNormHeadroom)
+	}
+	// Stage 2: moments within the ranges.
+	sums := make([]float64, 2*F+1) // v_j, then v_j², then the count
+	for i := range d.n {
+		if !d.present[i][dataset.Tabular] {
+			continue
+		}
+		for j, v := range d.tab[i*F : (i+1)*F] {
+			u := math.Max(-1, math.Min(1, value(v)/rng1[j]))
+			sums[j] += u
+			sums[F+j] += u * u
+		}
+		sums[2*F]++
+	}
+	cnt = release(sums)
+	mean, _ := m.layout.Find("enc.tabular.norm.mean")
+	logStd, _ := m.layout.Find("enc.tabular.norm.logstd")
+	for j := range F {
+		mu := math.Max(-1, math.Min(1, sums[j]/cnt))
+		v := math.Max(sums[F+j]/cnt-mu*mu, dpNormMinSD*dpNormMinSD)
+		m.params[mean.Offset+j] = float32(math.Asinh(rng1[j]*mu) / NormScale)
+		m.params[logStd.Offset+j] = float32(math.Log(math.Max(rng1[j]*math.Sqrt(v), 1e-6)) / NormScale)
+	}
+	return nil
 }

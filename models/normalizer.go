@@ -20,3 +20,24 @@ func (m *Model) TabularNormalizer() (mean, std []float64, ok bool) {
 	}
 	return mean, std, true
 }
+
+// NormalizerUnset reports whether params, a parameter vector of layout l, hold a tabular
+// encoder whose statistics were never set (all zero, as a fresh model's are): whoever trains
+// from them fits the statistics on its data first. False for a layout without a tabular
+// encoder.
+func NormalizerUnset(l *Layout, params []float32) bool {
+	seen := false
+	for _, name := range []string{"enc.tabular.norm.mean", "enc.tabular.norm.logstd"} {
+		s, ok := l.Find(name)
+		if !ok {
+			return false
+		}
+		seen = true
+		for _, v := range params[s.Offset : s.Offset+s.Size()] {
+			if v != 0 {
+				return false
+			}
+		}
+	}
+	return seen
+}

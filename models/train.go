@@ -17,7 +17,7 @@ import (
 // TrainConfig configures local training. The zero value of each field picks the default noted.
 type TrainConfig struct {
 	Epochs          int     // passes over the data; default 1
-	BatchSize       int     // default 64
+	BatchSize       int     // default 64; ignored by DP-SGD with Poisson sampling (DPSGD.SampleRate)
 	Optimizer       string  // "adam" (default) or "sgd"
 	LR              float64 // default 0.003 for adam, 0.05 for sgd
 	Momentum        float64 // sgd only
@@ -39,11 +39,18 @@ type TrainConfig struct {
 
 // TrainStats summarises a call to Train.
 type TrainStats struct {
-	Steps         int
+	Steps         int // optimizer steps; DPSGD.Steps(Epochs) with Poisson sampling
 	Samples       int // samples processed, counting each epoch
 	Loss          float64
 	Seconds       float64
 	SamplesPerSec float64
+
+	// NormalizerReleased is true when this call fitted the tabular normaliser with
+	// FitNormalizerDP (DP mode, normaliser unset): one Gaussian mechanism of noise multiplier
+	// DPSGD.NormalizerNoise (DefaultNormalizerNoise if 0), RDP alpha/(2·sigma²), that the caller
+	// must charge to its privacy ledger besides the DP-SGD steps. It is set also when the call
+	// then fails or is cancelled: the release happened.
+	NormalizerReleased bool
 }
 
 // Optimizer updates a flat parameter vector in place from its gradient. Buffers (segments that
@@ -141,7 +148,9 @@ func (m *Model) Train(ctx context.Context, d *Encoded, cfg TrainConfig) (TrainSt
 // A model whose tabular statistics were never set (see FitNormalizer) fits them on d first: raw
 // tabular values can be in the tens of thousands and would wreck the first steps. In a
 // federation this means each client starts from its own statistics in the first round, and the
-// averaged statistics travel in the global parameters from then on.
+// averaged statistics travel in the global parameters from then on. With cfg.DP the exact
+// statistics would leak outside DP-SGD's guarantee, so they are fitted with FitNormalizerDP
+// instead, with cfg.DP.Noise, and TrainStats.NormalizerReleased reports it.
 func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt Optimizer) (TrainStats, error) {
 	if cfg.Epochs <= 0 {
 		cfg.Epochs = 1
@@ -161,43 +170,69 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 	if len(idx) == 0 {
 		return TrainStats{}, fmt.Errorf("models: no labelled records to train on")
 	}
-	n, err := m.trainNet(cfg.BatchSize)
-	if err != nil {
-		return TrainStats{}, err
-	}
-	if m.normalizerUnset() {
-		m.FitNormalizer(d)
-	}
-	var n1 *net
+	var st TrainStats
+	var n, n1 *net
 	var one []float32
-	if cfg.DP != nil {
+	var err error
+	poisson := false
+	if cfg.DP == nil {
+		if n, err = m.trainNet(cfg.BatchSize); err != nil {
+			return TrainStats{}, err
+		}
+		if m.normalizerUnset() {
+			m.FitNormalizer(d)
+		}
+	} else {
 		dp := *cfg.DP
 		if err := dp.validate(); err != nil {
 			return TrainStats{}, err
 		}
 		cfg.DP = &dp
+		poisson = dp.SampleRate > 0
 		if n1, err = m.trainNet(1); err != nil {
 			return TrainStats{}, err
 		}
 		one = make([]float32, len(m.params))
+		if m.Spec.Tabular != nil && m.normalizerUnset() && hasTabular(d) {
+			if err := m.FitNormalizerDP(d, dp.NormalizerNoise, dp.Noise); err != nil {
+				return TrainStats{}, err
+			}
+			st.NormalizerReleased = true
+		}
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x747261696e))
 	grads := make([]float32, len(m.params))
 	rows := make([]batchRow, 0, cfg.BatchSize)
 	var sc scratch
 	stepsPerEpoch := (len(idx) + cfg.BatchSize - 1) / cfg.BatchSize
+	// div is what DP-SGD divides the noisy sum by: the expected batch size under Poisson
+	// sampling, the actual one otherwise.
+	var div float64
+	var sampled []int
+	if poisson {
+		stepsPerEpoch = cfg.DP.stepsPerEpoch()
+		div = cfg.DP.SampleRate * float64(len(idx))
+	}
 	total := stepsPerEpoch * cfg.Epochs
 	start := time.Now()
-	var st TrainStats
 	var lossSum float64
 	for epoch := 0; epoch < cfg.Epochs; epoch++ {
-		rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-		for lo := 0; lo < len(idx); lo += cfg.BatchSize {
+		if !poisson {
+			rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+		}
+		for step := 0; step < stepsPerEpoch; step++ {
 			if err := ctx.Err(); err != nil {
 				return st, err
 			}
+			var batch []int
+			if poisson {
+				sampled = poissonSample(sampled[:0], idx, cfg.DP.SampleRate, cfg.DP.Noise)
+				batch = sampled
+			} else {
+				batch = idx[step*cfg.BatchSize : min((step+1)*cfg.BatchSize, len(idx))]
+			}
 			rows = rows[:0]
-			for _, r := range idx[lo:min(lo+cfg.BatchSize, len(idx))] {
+			for _, r := range batch {
 				row := batchRow{rec: r, weight: 1, present: d.present[r]}
 				if cfg.ModalityDropout > 0 {
 					fusion.Dropout(row.present[:], cfg.ModalityDropout, rng)
@@ -206,7 +241,10 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 			}
 			var loss float64
 			if cfg.DP != nil {
-				if loss, err = m.dpGradients(n1, d, rows, &sc, cfg.DP, grads, one); err != nil {
+				if !poisson {
+					div = float64(len(rows))
+				}
+				if loss, err = m.dpGradients(n1, d, rows, &sc, cfg.DP, div, grads, one); err != nil {
 					return st, err
 				}
 			} else {
@@ -243,7 +281,9 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 		}
 	}
 	st.Seconds = time.Since(start).Seconds()
-	st.Loss = lossSum / float64(st.Samples)
+	if st.Samples > 0 {
+		st.Loss = lossSum / float64(st.Samples)
+	}
 	if st.Seconds > 0 {
 		st.SamplesPerSec = float64(st.Samples) / st.Seconds
 	}

@@ -207,3 +207,21 @@ func Epsilon(orders, rdp []float64, delta float64) (eps, order float64, err erro
 	}
 	return max(eps, 0), order, nil
 }
+
+// GaussianRDP returns the RDP at orders of one Gaussian mechanism of noise multiplier sigma
+// (noise standard deviation over L2 sensitivity): alpha/(2 sigma²) (Mironov 2017,
+// Proposition 7).
+func GaussianRDP(sigma float64, orders []float64) ([]float64, error) {
+	return SampledGaussianRDP(1, sigma, 1, orders)
+}
+
+// QuantizedSensitivity returns the L1 and L2 sensitivities, in quantization steps, of adding
+// or removing one update of d values clipped to an L2 norm of clipSteps steps and then
+// stochastically rounded: rounding moves each value by less than one step, so
+// l2 = clipSteps + sqrt(d); an integer vector's L1 norm is at most its squared L2 norm and at
+// most sqrt(d) times its L2 norm, so l1 = min(l2², sqrt(d)·l2).
+func QuantizedSensitivity(clipSteps float64, d int) (l1, l2 float64) {
+	sd := math.Sqrt(float64(d))
+	l2 = clipSteps + sd
+	return math.Min(l2*l2, sd*l2), l2
+}

@@ -80,6 +80,16 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Step returns the size of one quantization step, Clip / (2^(Bits-1) - 1), defaults applied;
+// an error for a Config Validate refuses.
+func (c Config) Step() (float64, error) {
+	if err := c.Validate(); err != nil {
+		return 0, err
+	}
+	c = c.withDefaults()
+	return c.Clip / float64(uint64(1)<<(c.Bits-1)-1), nil
+}
+
 // Validate reports a Config no layout can use.
 func (c Config) Validate() error {
 	c = c.withDefaults()
