@@ -108,6 +108,10 @@ type Config struct {
 	// Sharing is the partner's sharing policy; nil allows every federation, task, purpose and
 	// modality.
 	Sharing *SharingPolicy
+	// Ledger is the partner's privacy ledger (see Ledger), charged with every update sent
+	// under differential privacy. nil: the one kept in Store, or, without a Store, one in
+	// memory for this client alone.
+	Ledger *Ledger
 
 	Logger *slog.Logger // nil: discard
 	// OnRound, if set, is called at each stage of a round ("start", "trained", "end").
@@ -178,6 +182,17 @@ func New(cfg Config) (*Client, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Ledger == nil {
+		if cfg.Store != nil {
+			l, err := OpenLedger(cfg.Store)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Ledger = l
+		} else {
+			cfg.Ledger = NewLedger()
+		}
 	}
 	c := &Client{cfg: cfg, log: log.With("client", cfg.Identity.Principal.URI())}
 	c.mhe.store = cfg.Store
@@ -468,17 +483,38 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: report}}); err != nil {
 		return err
 	}
-	rdp, err := roundDP(r.secure, s.GetProtocol())
+	cfg := s.GetConfig()
+	part, err := roundDP(r.secure, s.GetProtocol())
 	if err != nil {
 		return err
 	}
-	if err := c.cfg.Sharing.checkBudget(rdp); err != nil {
+	rec, err := recordDP(cfg.GetDpSgd())
+	if err != nil {
 		return err
 	}
-	cfg := s.GetConfig()
+	// The round's privacy cost, computed here from its parameters: the worst case first (the
+	// tabular statistics fitted if the model has none), for the budget.
+	epochs := max(int(cfg.GetLocalEpochs()), 1)
+	orders := c.cfg.Ledger.Orders()
+	charges := map[string][]float64{}
+	normalizer := models.NormalizerUnset(r.m.Layout(), global)
+	if rec != nil {
+		if charges[UnitRecord], err = recordRDP(rec, epochs, normalizer, orders); err != nil {
+			return fmt.Errorf("client: DP-SGD: %w", err)
+		}
+	}
+	if part != nil {
+		if charges[UnitPartner], err = partnerRDP(s.GetProtocol(), part.Clip, int(s.GetCohortSize()), r.m.NumParams(), orders); err != nil {
+			return err
+		}
+	}
+	if err := c.cfg.Sharing.checkBudget(c.cfg.Ledger, charges); err != nil {
+		return err
+	}
 	tc := models.TrainConfig{
-		Epochs: int(cfg.GetLocalEpochs()), BatchSize: int(cfg.GetBatchSize()), Optimizer: cfg.GetOptimizer(),
+		Epochs: epochs, BatchSize: int(cfg.GetBatchSize()), Optimizer: cfg.GetOptimizer(),
 		LR: cfg.GetLearningRate(), Seed: cfg.GetSeed() ^ c.cfg.Seed, ModalityDropout: cfg.GetModalityDropout(),
+		DP: rec,
 	}
 	if mu := cfg.GetProxMu(); mu > 0 {
 		tc.Prox, tc.Anchor = mu, global
@@ -487,17 +523,35 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	if err != nil {
 		return fmt.Errorf("client: local training: %w", err)
 	}
+	if rec != nil && normalizer && !st.NormalizerReleased {
+		// No tabular record: the statistics were not released after all.
+		if charges[UnitRecord], err = recordRDP(rec, epochs, false, orders); err != nil {
+			return fmt.Errorf("client: DP-SGD: %w", err)
+		}
+	}
 	weights := models.GroupWeights(r.train)
 	delta := make([]float32, len(global))
 	for i, v := range r.m.ParamsView() {
 		delta[i] = v - global[i]
 	}
-	if rdp != nil {
-		// Distributed DP: the update is clipped to the round's L2 bound and counts with
-		// weight 1, as the server's accounting assumes (server.DPConfig).
-		ClipL2(delta, rdp.Clip)
+	if part != nil {
+		// Distributed DP: the update is clipped to the round's L2 bound, as the server's
+		// accounting assumes (server.PartnerDP).
+		ClipL2(delta, part.Clip)
+	}
+	if part != nil || rec != nil {
+		// Under DP a partner counts with weight 1 per group it trained: record counts are
+		// not covered by either guarantee.
 		for g, w := range weights {
 			weights[g] = min(w, 1)
+		}
+	}
+	// Counted before it leaves: an update the ledger could not record is not sent.
+	for _, unit := range []string{UnitRecord, UnitPartner} {
+		if rdp, ok := charges[unit]; ok {
+			if err := c.cfg.Ledger.Charge(c.cfg.Task, unit, rdp); err != nil {
+				return err
+			}
 		}
 	}
 	in := agg.Input{Values: delta, Weights: weights}

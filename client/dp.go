@@ -4,11 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+
+	pb "github.com/fedweave/fedweave/api/fedweave/v1"
+	"github.com/fedweave/fedweave/crypto/dp"
+	"github.com/fedweave/fedweave/crypto/secagg"
+	"github.com/fedweave/fedweave/models"
 )
 
 // RoundDP is what a round with distributed differential privacy announces in its secagg
 // settings (RoundStart.protocol): the L2 bound to clip the update to, and the task's
-// cumulative epsilon, at Delta, once the round is committed.
+// cumulative epsilon per partner, at Delta, once the round is committed (the server's
+// figure; the client's ledger computes its own).
 type RoundDP struct {
 	Clip    float64 `json:"dp_clip"`
 	Epsilon float64 `json:"dp_epsilon"`
@@ -35,6 +41,54 @@ func roundDP(secure string, settings []byte) (*RoundDP, error) {
 		return nil, fmt.Errorf("client: the round announces malformed DP settings (clip %v, epsilon %v, delta %v)", *d.Clip, d.Epsilon, d.Delta)
 	}
 	return &RoundDP{Clip: *d.Clip, Epsilon: d.Epsilon, Delta: d.Delta}, nil
+}
+
+// recordDP turns the round's DP-SGD settings into local training's; nil when the round has
+// none.
+func recordDP(p *pb.DPSGD) (*models.DPSGD, error) {
+	if p == nil {
+		return nil, nil
+	}
+	ok := func(x float64) bool { return x > 0 && !math.IsInf(x, 0) }
+	if !ok(p.GetClip()) || !ok(p.GetNoiseMultiplier()) || !(p.GetSampleRate() > 0 && p.GetSampleRate() <= 1) || !ok(p.GetNormalizerNoise()) {
+		return nil, fmt.Errorf("client: the round announces malformed DP-SGD settings (clip %v, noise multiplier %v, sample rate %v, normalizer noise %v)",
+			p.GetClip(), p.GetNoiseMultiplier(), p.GetSampleRate(), p.GetNormalizerNoise())
+	}
+	return &models.DPSGD{Clip: p.GetClip(), NoiseMultiplier: p.GetNoiseMultiplier(), SampleRate: p.GetSampleRate(), NormalizerNoise: p.GetNormalizerNoise()}, nil
+}
+
+// recordRDP is the curve of one round of DP-SGD at orders: epochs·ceil(1/q) steps of the
+// subsampled Gaussian, and one Gaussian release of the tabular statistics if normalizer.
+func recordRDP(p *models.DPSGD, epochs int, normalizer bool, orders []float64) ([]float64, error) {
+	r, err := dp.SampledGaussianRDP(p.SampleRate, p.NoiseMultiplier, p.Steps(epochs), orders)
+	if err != nil || !normalizer {
+		return r, err
+	}
+	g, err := dp.GaussianRDP(p.NormalizerNoise, orders)
+	for i := range r {
+		r[i] += g[i]
+	}
+	return r, err
+}
+
+// partnerRDP is the curve of one update under distributed Skellam noise (secagg settings with
+// Noise), counted as if only the fewest inputs the server can unmask, secagg's threshold for
+// the cohort, had added noise.
+func partnerRDP(settings []byte, clip float64, cohort, numValues int, orders []float64) ([]float64, error) {
+	var sc secagg.Config
+	if err := json.Unmarshal(settings, &sc); err != nil {
+		return nil, fmt.Errorf("client: the round's secagg settings: %w", err)
+	}
+	step, err := sc.Quant.Step()
+	if err != nil {
+		return nil, fmt.Errorf("client: the round's secagg settings: %w", err)
+	}
+	if !(sc.Noise > 0) || math.IsInf(sc.Noise, 0) {
+		return nil, fmt.Errorf("client: the round announces distributed DP without noise (%v)", sc.Noise)
+	}
+	t := min(sc.Threshold(cohort), cohort)
+	l1, l2 := dp.QuantizedSensitivity(clip/step, numValues)
+	return dp.SkellamRDP(l1, l2, float64(max(t, 1))*sc.Noise, orders)
 }
 
 // ClipL2 scales v down, if needed, to an L2 norm of at most c.
@@ -65,17 +119,25 @@ func norm2(v []float32) float64 {
 	return ss
 }
 
-// checkBudget refuses a round whose announced cumulative epsilon exceeds the policy's
-// max_epsilon, or that announces no DP at all when the policy sets one.
-func (p *SharingPolicy) checkBudget(d *RoundDP) error {
+// checkBudget refuses a round that would take the ledger past the policy's max_epsilon in a
+// unit (charges: the round's curve per unit), or that has no differential privacy at all when
+// the policy sets one.
+func (p *SharingPolicy) checkBudget(l *Ledger, charges map[string][]float64) error {
 	if p == nil || p.MaxEpsilon == 0 {
 		return nil
 	}
-	if d == nil {
+	if len(charges) == 0 {
 		return fmt.Errorf("%w: the round has no differential privacy and the policy's max_epsilon is %g", ErrNotShared, p.MaxEpsilon)
 	}
-	if d.Epsilon > p.MaxEpsilon {
-		return fmt.Errorf("%w: the round would bring epsilon to %.4g (delta %g), over the policy's max_epsilon %g", ErrNotShared, d.Epsilon, d.Delta, p.MaxEpsilon)
+	for _, unit := range []string{UnitRecord, UnitPartner} {
+		rdp, ok := charges[unit]
+		if !ok {
+			continue
+		}
+		if e := l.Would(unit, rdp, p.delta()); e > p.MaxEpsilon {
+			return fmt.Errorf("%w: sending this round's update would bring the partner's epsilon per %s to %.4g (delta %g, over all its tasks), over the policy's max_epsilon %g",
+				ErrNotShared, unit, e, p.delta(), p.MaxEpsilon)
+		}
 	}
 	return nil
 }

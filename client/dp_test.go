@@ -3,7 +3,12 @@ package client
 import (
 	"errors"
 	"math"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	pb "github.com/fedweave/fedweave/api/fedweave/v1"
+	"github.com/fedweave/fedweave/models"
 )
 
 func TestClipL2(t *testing.T) {
@@ -40,21 +45,118 @@ func TestRoundDPAndBudget(t *testing.T) {
 	if _, err := roundDP("secagg", []byte(`{"dp_clip":0,"dp_epsilon":1,"dp_delta":1e-5}`)); err == nil {
 		t.Error("clip 0 accepted")
 	}
-	var none *SharingPolicy
-	if err := none.checkBudget(nil); err != nil {
-		t.Error(err)
-	}
-	p := &SharingPolicy{MaxEpsilon: 4}
-	if err := p.checkBudget(d); err != nil {
-		t.Errorf("3.5 under 4: %v", err)
-	}
-	if err := p.checkBudget(&RoundDP{Clip: 1, Epsilon: 4.01, Delta: 1e-5}); !errors.Is(err, ErrNotShared) {
-		t.Errorf("4.01 over 4: %v", err)
-	}
-	if err := p.checkBudget(nil); !errors.Is(err, ErrNotShared) {
-		t.Errorf("a round without DP: %v", err)
-	}
 	if err := (&SharingPolicy{MaxEpsilon: -1}).Validate(); err == nil {
 		t.Error("negative max_epsilon valid")
+	}
+	if err := (&SharingPolicy{Delta: 1}).Validate(); err == nil {
+		t.Error("delta 1 valid")
+	}
+}
+
+// TestRecordDPSettings: a round's DP-SGD settings become local training's, and malformed ones
+// are refused with what is wrong.
+func TestRecordDPSettings(t *testing.T) {
+	if p, err := recordDP(nil); p != nil || err != nil {
+		t.Fatalf("no DP-SGD: %+v, %v", p, err)
+	}
+	p, err := recordDP(&pb.DPSGD{Clip: 1, NoiseMultiplier: 1.1, SampleRate: 0.05, NormalizerNoise: 4})
+	if err != nil || p.Clip != 1 || p.NoiseMultiplier != 1.1 || p.SampleRate != 0.05 || p.NormalizerNoise != 4 {
+		t.Fatalf("recordDP = %+v, %v", p, err)
+	}
+	for _, bad := range []*pb.DPSGD{
+		{Clip: 0, NoiseMultiplier: 1, SampleRate: 0.1, NormalizerNoise: 4},
+		{Clip: 1, NoiseMultiplier: math.NaN(), SampleRate: 0.1, NormalizerNoise: 4},
+		{Clip: 1, NoiseMultiplier: 1, SampleRate: 1.5, NormalizerNoise: 4},
+		{Clip: 1, NoiseMultiplier: 1, SampleRate: 0.1, NormalizerNoise: 0},
+	} {
+		if _, err := recordDP(bad); err == nil || !strings.Contains(err.Error(), "malformed DP-SGD") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+}
+
+// TestLedgerBudget: the ledger composes a unit's curves across tasks (less than the sum of
+// the tasks' epsilons, more than either), keeps units apart, and the sharing policy refuses
+// the round that would take a unit past max_epsilon, or a round without DP when it sets one.
+func TestLedgerBudget(t *testing.T) {
+	l := NewLedger()
+	round, err := recordRDP(&models.DPSGD{Clip: 1, NoiseMultiplier: 1, SampleRate: 0.05}, 1, false, l.Orders())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := l.Charge("triage", UnitRecord, round); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := l.Epsilon(UnitRecord, 1e-5)
+	if err := l.Charge("readmission", UnitRecord, round); err != nil {
+		t.Fatal(err)
+	}
+	all := l.Epsilon(UnitRecord, 1e-5)
+	rep := l.Report(1e-5)
+	if len(rep) != 3 || rep[0].Task != "" || rep[0].Epsilon != all || rep[0].Rounds != 4 || rep[1].Task != "readmission" || rep[2].Task != "triage" || rep[2].Epsilon != one {
+		t.Fatalf("report %+v", rep)
+	}
+	if !(all > one && all < one+rep[1].Epsilon) {
+		t.Errorf("composed %v, tasks %v and %v", all, one, rep[1].Epsilon)
+	}
+	if l.Epsilon(UnitPartner, 1e-5) != 0 {
+		t.Error("the partner unit was charged")
+	}
+	var none *SharingPolicy
+	if err := none.checkBudget(l, nil); err != nil {
+		t.Error(err)
+	}
+	next := l.Would(UnitRecord, round, 1e-5)
+	charges := map[string][]float64{UnitRecord: round}
+	if err := (&SharingPolicy{MaxEpsilon: next * 1.01}).checkBudget(l, charges); err != nil {
+		t.Errorf("under budget: %v", err)
+	}
+	err = (&SharingPolicy{MaxEpsilon: next * 0.99}).checkBudget(l, charges)
+	if !errors.Is(err, ErrNotShared) || !strings.Contains(err.Error(), "per record") {
+		t.Errorf("over budget: %v", err)
+	}
+	if err := (&SharingPolicy{MaxEpsilon: 100}).checkBudget(l, nil); !errors.Is(err, ErrNotShared) {
+		t.Errorf("a round without DP: %v", err)
+	}
+}
+
+// TestLedgerPersists: with a store the ledger is written through on every charge and read
+// back by the next client on that store, sealed (the store's files do not hold it in clear).
+func TestLedgerPersists(t *testing.T) {
+	dir := t.TempDir()
+	opt := StoreOptions{Dir: filepath.Join(dir, "store"), KeyDir: filepath.Join(dir, "keys"), NoSync: true}
+	st, err := OpenStore(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := OpenLedger(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	curve := make([]float64, len(l.Orders()))
+	for i, a := range l.Orders() {
+		curve[i] = a / 2 // a Gaussian mechanism of noise multiplier 1
+	}
+	if err := l.Charge("triage", UnitPartner, curve); err != nil {
+		t.Fatal(err)
+	}
+	want := l.Epsilon(UnitPartner, 1e-5)
+	st.Close()
+	st, err = OpenStore(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	again, err := OpenLedger(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := again.Epsilon(UnitPartner, 1e-5); got != want || want == 0 {
+		t.Errorf("reopened: epsilon %v, want %v", got, want)
+	}
+	if err := again.Charge("triage", UnitPartner, curve[:3]); err == nil {
+		t.Error("a curve at other orders charged")
 	}
 }

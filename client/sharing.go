@@ -37,10 +37,12 @@ type SharingPolicy struct {
 	Tasks       []string `json:"tasks,omitempty"`
 	Modalities  []string `json:"modalities,omitempty"`
 	Purposes    []string `json:"purposes,omitempty"`
-	// MaxEpsilon is the partner's own privacy budget: the client stops contributing (Run
-	// ends with ErrNotShared) at a round whose announced cumulative epsilon is above it, or
-	// that has no differential privacy. 0: no limit.
+	// MaxEpsilon is the partner's own privacy budget, at Delta, in each unit (per record, per
+	// partner) over every task its privacy ledger counts: the client stops contributing (Run
+	// ends with ErrNotShared) at a round whose update would take the ledger past it, or that
+	// has no differential privacy at all. 0: no limit.
 	MaxEpsilon float64 `json:"max_epsilon,omitempty"`
+	Delta      float64 `json:"delta,omitempty"` // 0 means 1e-5
 }
 
 // ErrNotShared is matched by the error of Run when the local sharing policy does not allow
@@ -76,12 +78,23 @@ func (p *SharingPolicy) Validate() error {
 	if !(p.MaxEpsilon >= 0) || math.IsInf(p.MaxEpsilon, 0) {
 		return fmt.Errorf("max_epsilon: %v, want 0 (none) or a positive number", p.MaxEpsilon)
 	}
+	if !(p.Delta >= 0 && p.Delta < 1) {
+		return fmt.Errorf("delta: %v, want 0 (1e-5) or a number between 0 and 1", p.Delta)
+	}
 	for _, m := range p.Modalities {
 		if _, err := dataset.ParseModality(m); err != nil || m != strings.ToLower(strings.TrimSpace(m)) {
 			return fmt.Errorf("modalities: unknown modality %q (want text, image or tabular)", m)
 		}
 	}
 	return nil
+}
+
+// delta is the delta the budget is counted at.
+func (p *SharingPolicy) delta() float64 {
+	if p == nil || p.Delta == 0 {
+		return 1e-5
+	}
+	return p.Delta
 }
 
 func allows(list []string, name string) bool { return list == nil || slices.Contains(list, name) }

@@ -57,9 +57,11 @@ type RoundRecord struct {
 	EvalAccuracy float64        `json:"eval_accuracy"` // clients' evaluation of the round's starting model, weighted by records
 	EvalLoss     float64        `json:"eval_loss"`
 	// Epsilon is, with task.dp, the task's cumulative privacy loss at Delta once this round is
-	// counted (committed) or as it stood (aborted); 0 without DP.
+	// counted (committed) or as it stood (aborted); 0 without DP. It is per record when the
+	// task runs DP-SGD (dp.record), else per partner; DP holds both and what the round spent.
 	Epsilon float64   `json:"epsilon,omitempty"`
 	Delta   float64   `json:"delta,omitempty"`
+	DP      *RoundDP  `json:"dp,omitempty"`
 	Started time.Time `json:"started"`
 	Seconds float64   `json:"seconds"`
 }

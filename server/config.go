@@ -111,7 +111,8 @@ type TaskConfig struct {
 	SecAgg          secagg.Config `json:"secagg,omitempty"`  // k, t, kem and quant for secure: secagg
 	MHE             MHEConfig     `json:"mhe,omitempty"`     // threshold, max_weight and quant for secure: mhe (see mhe.go)
 	Strategy        string        `json:"strategy"`          // fedavg, fedprox, fedadam, fedyogi
-	// DP turns on distributed differential privacy with secure: secagg (see dp.go); nil: off.
+	// DP turns on differential privacy: DP-SGD in every client, distributed noise under
+	// secure: secagg, or both (see DPConfig); nil: off.
 	DP              *DPConfig   `json:"dp,omitempty"`
 	ServerLR        float64     `json:"server_lr,omitempty"`
 	LocalEpochs     int         `json:"local_epochs"`
@@ -252,14 +253,28 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validateDP checks task.dp for a protection other than secagg: partner DP needs secagg.
+func (t *TaskConfig) validateDP() error {
+	if t.DP == nil {
+		return nil
+	}
+	if err := t.DP.validate(); err != nil {
+		return err
+	}
+	if t.DP.Partner != nil {
+		return fmt.Errorf("dp.partner: distributed noise needs secure: secagg, the task has %s (dp.record, DP-SGD in every client, works with any)", t.Secure)
+	}
+	return nil
+}
+
 // ProtocolFor returns the server's side of the task's aggregation protocol and the settings every
 // client of a round must use with it (sent in RoundStart.protocol as JSON). pool, when set, lets
 // the server check the clients' key advertisements itself; the clients always do.
 func ProtocolFor(t *TaskConfig, pool *x509.CertPool, federation string) (agg.Protocol, []byte, error) {
 	switch t.Secure {
 	case "none":
-		if t.DP != nil {
-			return nil, nil, errors.New("dp: distributed differential privacy needs secure: secagg")
+		if err := t.validateDP(); err != nil {
+			return nil, nil, err
 		}
 		return agg.Plain{}, nil, nil
 	case "secagg":
@@ -285,8 +300,8 @@ func ProtocolFor(t *TaskConfig, pool *x509.CertPool, federation string) (agg.Pro
 	case "mhe":
 		// The round's protocol and settings depend on the task's key set-up: see
 		// Server.roundProtocol. This one only checks the config.
-		if t.DP != nil {
-			return nil, nil, errors.New("dp: distributed differential privacy needs secure: secagg")
+		if err := t.validateDP(); err != nil {
+			return nil, nil, err
 		}
 		if err := t.MHE.validate(t.MinClients); err != nil {
 			return nil, nil, err

@@ -9,31 +9,68 @@ import (
 	"github.com/fedweave/fedweave/crypto/dp"
 	"github.com/fedweave/fedweave/crypto/quant"
 	"github.com/fedweave/fedweave/crypto/secagg"
+	"github.com/fedweave/fedweave/models"
 )
 
-// DPConfig is a task's distributed differential privacy (task.dp), for secure: secagg, after
-// Kairouz et al. 2021 (distributed discrete Gaussian) with the Skellam noise of Agarwal et al.
-// 2021: each client clips its update to an L2 norm of Clip, quantizes it (secagg.quant, whose
-// clip defaults to Clip) and adds Skellam noise to the integer vector before masking, so that
-// the sum the server unmasks carries the whole cohort's noise.
+// DPConfig is a task's differential privacy (task.dp). Two mechanisms, either or both, each
+// with its own unit of privacy:
 //
-// Sensitivity, in quantization units (one step is quant.clip / S, S = 2^(bits-1) - 1): one
-// partner's clipped update has L2 norm at most Clip; quantized, Δ2 = Clip/step + sqrt(d)
-// (stochastic rounding moves each of the d values by less than one step), and Δ1 =
-// min(Δ2², sqrt(d)·Δ2). Partners contribute with weight 1, so the sensitivity is one
-// partner's update, whatever its record count: the guarantee is per partner (a partner's
-// whole dataset), the aggregate an unweighted mean.
+//   - record: DP-SGD inside every client (RecordDP). The guarantee protects one record (one
+//     data subject's row) of any partner, and holds for everything the client sends, whatever
+//     the protection: it is the figure a hospital's patients care about.
+//   - partner: distributed noise under secure aggregation (PartnerDP, secure: secagg only).
+//     The guarantee protects a partner's whole contribution, all of its records at once; with
+//     a handful of partners it needs noise that costs accuracy.
 //
-// Noise: each client adds variance σ²/min_clients with σ = noise_multiplier·Clip/step, so a
-// round that commits (at least min_clients contributors) carries a total variance of at least
-// σ², a Gaussian-equivalent noise multiplier of noise_multiplier. Each committed round with
-// k contributors is accounted as SkellamRDP(Δ1, Δ2, k·σ²/min_clients) (Agarwal et al. 2021,
-// Theorem 3.5), composed over rounds by a dp.Accountant, and converted to epsilon at delta.
+// Both are accounted with Rényi DP (package crypto/dp), composed over the task's committed
+// rounds and converted to epsilon at Delta. A round is only started if committing it keeps
+// every unit's epsilon within MaxEpsilon; when the next round would not, Run stops with an
+// error matching dp.ErrBudget and the last committed model stays the release.
+//
+// The accounting on the server is of the released models: committed rounds, each charged in
+// full to every unit. A partner that skipped rounds spent less; its own ledger
+// (client.Ledger) counts what it sent, across tasks, and its sharing policy can stop it.
 type DPConfig struct {
+	Delta      float64    `json:"delta,omitempty"`       // 0 means 1e-5
+	MaxEpsilon float64    `json:"max_epsilon,omitempty"` // per unit; 0: no limit
+	Record     *RecordDP  `json:"record,omitempty"`
+	Partner    *PartnerDP `json:"partner,omitempty"`
+}
+
+// RecordDP is DP-SGD in every client with Poisson sampling (models.DPSGD): each record's
+// gradient clipped to Clip, Gaussian noise of NoiseMultiplier·Clip on each step's sum, each
+// record in a step with probability SampleRate, local_epochs·ceil(1/SampleRate) steps a
+// round. A round is SampledGaussianRDP(SampleRate, NoiseMultiplier, steps); the first round
+// from a model without tabular statistics adds one Gaussian mechanism of NormalizerNoise
+// (every client fits them with noise, models.FitNormalizerDP).
+//
+// Each client's update is a function of its DP-SGD run, so the guarantee holds for what the
+// server sees under any protection; secure aggregation only hides more. Weights are 1 per
+// partner (a record count would be a further, unaccounted release).
+type RecordDP struct {
 	NoiseMultiplier float64 `json:"noise_multiplier"`
-	Clip            float64 `json:"clip"`                  // L2 norm bound of one partner's update
-	Delta           float64 `json:"delta,omitempty"`       // 0 means 1e-5
-	MaxEpsilon      float64 `json:"max_epsilon,omitempty"` // 0: no limit; a round beyond it is aborted
+	Clip            float64 `json:"clip"`
+	SampleRate      float64 `json:"sample_rate"`
+	NormalizerNoise float64 `json:"normalizer_noise,omitempty"` // 0: models.DefaultNormalizerNoise
+}
+
+// PartnerDP is distributed differential privacy for secure: secagg, after Kairouz et al. 2021
+// (distributed discrete Gaussian) with the Skellam noise of Agarwal et al. 2021: each client
+// clips its update to an L2 norm of Clip, quantizes it (secagg.quant, whose clip defaults to
+// Clip) and adds Skellam noise to the integer vector before masking, so that the sum the
+// server unmasks carries the whole cohort's noise.
+//
+// Sensitivity, in quantization steps (dp.QuantizedSensitivity): Δ2 = Clip/step + sqrt(d),
+// Δ1 = min(Δ2², sqrt(d)·Δ2). Partners contribute with weight 1, so the sensitivity is one
+// partner's update whatever its record count; the aggregate is an unweighted mean.
+//
+// Noise: each client adds variance σ²/min_clients with σ = NoiseMultiplier·Clip/step, so a
+// round that commits (at least min_clients contributors) carries a total variance of at least
+// σ². A committed round with k contributors is SkellamRDP(Δ1, Δ2, k·σ²/min_clients)
+// (Agarwal et al. 2021, Theorem 3.5).
+type PartnerDP struct {
+	NoiseMultiplier float64 `json:"noise_multiplier"`
+	Clip            float64 `json:"clip"` // L2 norm bound of one partner's update
 }
 
 // DefaultDelta is the delta of task.dp unless set.
@@ -46,22 +83,49 @@ func (c *DPConfig) delta() float64 {
 	return c.Delta
 }
 
+func positive(x float64) bool { return x > 0 && !math.IsInf(x, 0) }
+
 func (c *DPConfig) validate() error {
 	switch {
-	case !(c.NoiseMultiplier > 0) || math.IsInf(c.NoiseMultiplier, 0):
-		return fmt.Errorf("dp.noise_multiplier: %v, want a positive number", c.NoiseMultiplier)
-	case !(c.Clip > 0) || math.IsInf(c.Clip, 0):
-		return fmt.Errorf("dp.clip: %v, want a positive number", c.Clip)
+	case c.Record == nil && c.Partner == nil:
+		return errors.New("dp: set record (DP-SGD in every client), partner (distributed noise) or both")
 	case !(c.delta() > 0 && c.delta() < 1):
 		return fmt.Errorf("dp.delta: %v, want between 0 and 1", c.Delta)
 	case !(c.MaxEpsilon >= 0) || math.IsInf(c.MaxEpsilon, 0):
 		return fmt.Errorf("dp.max_epsilon: %v, want 0 (none) or a positive number", c.MaxEpsilon)
 	}
+	if r := c.Record; r != nil {
+		switch {
+		case !positive(r.NoiseMultiplier):
+			return fmt.Errorf("dp.record.noise_multiplier: %v, want a positive number", r.NoiseMultiplier)
+		case !positive(r.Clip):
+			return fmt.Errorf("dp.record.clip: %v, want a positive number", r.Clip)
+		case !(r.SampleRate > 0 && r.SampleRate <= 1):
+			return fmt.Errorf("dp.record.sample_rate: %v, want above 0 and at most 1 (the share of a partner's records in each step)", r.SampleRate)
+		case !(r.NormalizerNoise >= 0) || math.IsInf(r.NormalizerNoise, 0):
+			return fmt.Errorf("dp.record.normalizer_noise: %v, want 0 (the default) or a positive number", r.NormalizerNoise)
+		}
+	}
+	if p := c.Partner; p != nil {
+		switch {
+		case !positive(p.NoiseMultiplier):
+			return fmt.Errorf("dp.partner.noise_multiplier: %v, want a positive number", p.NoiseMultiplier)
+		case !positive(p.Clip):
+			return fmt.Errorf("dp.partner.clip: %v, want a positive number", p.Clip)
+		}
+	}
 	return nil
 }
 
-// secaggConfig is the task's secagg.Config with DP applied: quant clip defaulting to dp.clip,
-// and the per-client noise variance.
+func (r *RecordDP) normalizerNoise() float64 {
+	if r.NormalizerNoise == 0 {
+		return models.DefaultNormalizerNoise
+	}
+	return r.NormalizerNoise
+}
+
+// secaggConfig is the task's secagg.Config with partner DP applied: quant clip defaulting to
+// dp.partner.clip, and the per-client noise variance.
 func (t *TaskConfig) secaggConfig() (secagg.Config, error) {
 	cfg := t.SecAgg
 	if t.DP == nil {
@@ -70,40 +134,85 @@ func (t *TaskConfig) secaggConfig() (secagg.Config, error) {
 	if err := t.DP.validate(); err != nil {
 		return cfg, err
 	}
-	if cfg.Quant.Clip == 0 {
-		cfg.Quant.Clip = t.DP.Clip
+	p := t.DP.Partner
+	if p == nil {
+		return cfg, nil
 	}
-	scale, err := dpScale(cfg.Quant, t.DP.Clip)
+	if cfg.Quant.Clip == 0 {
+		cfg.Quant.Clip = p.Clip
+	}
+	scale, err := dpScale(cfg.Quant, p.Clip)
 	if err != nil {
 		return cfg, err
 	}
-	sigma := t.DP.NoiseMultiplier * scale
+	sigma := p.NoiseMultiplier * scale
 	cfg.Noise = sigma * sigma / float64(max(t.MinClients, 1))
 	return cfg, nil
 }
 
 // dpScale is Clip in quantization steps.
 func dpScale(q quant.Config, clip float64) (float64, error) {
-	if err := q.Validate(); err != nil {
+	step, err := q.Step()
+	if err != nil {
 		return 0, fmt.Errorf("secagg.quant: %w", err)
 	}
-	bits, qclip := q.Bits, q.Clip
-	if bits == 0 {
-		bits = quant.DefaultBits
-	}
-	if qclip == 0 {
-		qclip = quant.DefaultClip
-	}
-	return clip / (qclip / float64(uint64(1)<<(bits-1)-1)), nil
+	return clip / step, nil
 }
+
+// RoundDP is what a round spent, recorded with it so that a restarted server replays exactly
+// what was charged, whatever the config says now.
+type RoundDP struct {
+	RecordEpsilon  float64        `json:"record_epsilon,omitempty"`  // the task's cumulative epsilon per record
+	PartnerEpsilon float64        `json:"partner_epsilon,omitempty"` // the task's cumulative epsilon per partner
+	Record         *RecordCharge  `json:"record_charge,omitempty"`
+	Partner        *PartnerCharge `json:"partner_charge,omitempty"`
+}
+
+// RecordCharge is one round of DP-SGD: SampledGaussianRDP(SampleRate, NoiseMultiplier,
+// Steps), plus a Gaussian mechanism of NormalizerNoise when it is not 0.
+type RecordCharge struct {
+	SampleRate      float64 `json:"sample_rate"`
+	NoiseMultiplier float64 `json:"noise_multiplier"`
+	Steps           int     `json:"steps"`
+	NormalizerNoise float64 `json:"normalizer_noise,omitempty"`
+}
+
+// PartnerCharge is one round of distributed Skellam noise: SkellamRDP(L1, L2, Variance).
+type PartnerCharge struct {
+	L1       float64 `json:"l1"`
+	L2       float64 `json:"l2"`
+	Variance float64 `json:"variance"`
+}
+
+func (c *RecordCharge) rdp(orders []float64) ([]float64, error) {
+	r, err := dp.SampledGaussianRDP(c.SampleRate, c.NoiseMultiplier, c.Steps, orders)
+	if err != nil || c.NormalizerNoise == 0 {
+		return r, err
+	}
+	g, err := dp.GaussianRDP(c.NormalizerNoise, orders)
+	for i := range r {
+		r[i] += g[i]
+	}
+	return r, err
+}
+
+func (c *PartnerCharge) rdp(orders []float64) ([]float64, error) {
+	return dp.SkellamRDP(c.L1, c.L2, c.Variance, orders)
+}
+
+// Units of the accountant.
+const (
+	unitRecord  = "record"
+	unitPartner = "partner"
+)
 
 // dpState is a server's accounting of a task's privacy loss.
 type dpState struct {
 	cfg    *DPConfig
 	acc    *dp.Accountant
-	task   string
-	l1, l2 float64 // sensitivity in quantization steps
-	noise  float64 // per-client variance
+	epochs int
+	l1, l2 float64 // partner sensitivity in quantization steps
+	noise  float64 // per-client variance (partner)
 	min    int
 }
 
@@ -119,57 +228,116 @@ func newDPState(t *TaskConfig, numValues int) (*dpState, error) {
 	if err != nil {
 		return nil, err
 	}
-	scale, _ := dpScale(cfg.Quant, t.DP.Clip)
-	sd := math.Sqrt(float64(numValues))
-	l2 := scale + sd
-	return &dpState{cfg: t.DP, acc: acc, task: t.Name, l1: math.Min(l2*l2, sd*l2), l2: l2, noise: cfg.Noise, min: max(t.MinClients, 1)}, nil
-}
-
-// rdp is the RDP curve of a round with k contributors.
-func (d *dpState) rdp(k int) []float64 {
-	r, err := dp.SkellamRDP(d.l1, d.l2, float64(max(k, 1))*d.noise, d.acc.Orders())
-	if err != nil {
-		panic(err) // validated: positive noise and sensitivity
+	d := &dpState{cfg: t.DP, acc: acc, epochs: max(t.LocalEpochs, 1), noise: cfg.Noise, min: max(t.MinClients, 1)}
+	if p := t.DP.Partner; p != nil {
+		scale, _ := dpScale(cfg.Quant, p.Clip)
+		d.l1, d.l2 = dp.QuantizedSensitivity(scale, numValues)
 	}
-	return r
+	return d, nil
 }
 
-// announce is the cumulative epsilon a round will have spent if it commits with the fewest
-// contributors that can commit it (more contributors mean more noise, less epsilon).
-func (d *dpState) announce() float64 { return d.acc.Would(d.task, d.rdp(d.min)) }
-
-// check returns the epsilon a round of k contributors would bring the task to, and an error
-// (matching dp.ErrBudget) if that is beyond max_epsilon.
-func (d *dpState) check(k int) (float64, error) {
-	e := d.acc.Would(d.task, d.rdp(k))
-	if d.cfg.MaxEpsilon > 0 && e > d.cfg.MaxEpsilon {
-		return e, fmt.Errorf("%w: committing the round would bring epsilon to %.4g at delta %g, over the task's max_epsilon %g", dp.ErrBudget, e, d.acc.Delta(), d.cfg.MaxEpsilon)
+// charges returns what a round of k contributors spends; normalizer says whether the round
+// starts from a model without tabular statistics (clients then fit them, with noise).
+func (d *dpState) charges(k int, normalizer bool) *RoundDP {
+	out := &RoundDP{}
+	if r := d.cfg.Record; r != nil {
+		out.Record = &RecordCharge{SampleRate: r.SampleRate, NoiseMultiplier: r.NoiseMultiplier,
+			Steps: (&models.DPSGD{SampleRate: r.SampleRate}).Steps(d.epochs)}
+		if normalizer {
+			out.Record.NormalizerNoise = r.normalizerNoise()
+		}
 	}
-	return e, nil
+	if d.cfg.Partner != nil {
+		out.Partner = &PartnerCharge{L1: d.l1, L2: d.l2, Variance: float64(max(k, 1)) * d.noise}
+	}
+	return out
 }
 
-// charge counts a committed round of k contributors.
-func (d *dpState) charge(k int) float64 {
-	e, _ := d.acc.Charge(d.task, d.rdp(k), 0)
-	return e
+// would returns the cumulative epsilons per unit if c were charged, and an error matching
+// dp.ErrBudget if one is beyond max_epsilon.
+func (d *dpState) would(c *RoundDP) (RoundDP, error) {
+	var out RoundDP
+	var over []string
+	check := func(unit string, rdp []float64, eps *float64) {
+		*eps = d.acc.Would(unit, rdp)
+		if d.cfg.MaxEpsilon > 0 && *eps > d.cfg.MaxEpsilon {
+			over = append(over, fmt.Sprintf("%s epsilon to %.4g", unit, *eps))
+		}
+	}
+	if c.Record != nil {
+		r, err := c.Record.rdp(d.acc.Orders())
+		if err != nil {
+			return out, err
+		}
+		check(unitRecord, r, &out.RecordEpsilon)
+	}
+	if c.Partner != nil {
+		r, err := c.Partner.rdp(d.acc.Orders())
+		if err != nil {
+			return out, err
+		}
+		check(unitPartner, r, &out.PartnerEpsilon)
+	}
+	if over != nil {
+		return out, fmt.Errorf("%w: another round would bring %v at delta %g, over the task's max_epsilon %g", dp.ErrBudget, over, d.acc.Delta(), d.cfg.MaxEpsilon)
+	}
+	return out, nil
+}
+
+// charge counts a committed round and fills in the cumulative epsilons.
+func (d *dpState) charge(c *RoundDP) error {
+	if c.Record != nil {
+		r, err := c.Record.rdp(d.acc.Orders())
+		if err != nil {
+			return err
+		}
+		if c.RecordEpsilon, err = d.acc.Charge(unitRecord, r, 0); err != nil {
+			return err
+		}
+	}
+	if c.Partner != nil {
+		r, err := c.Partner.rdp(d.acc.Orders())
+		if err != nil {
+			return err
+		}
+		if c.PartnerEpsilon, err = d.acc.Charge(unitPartner, r, 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // replay charges every committed round of a history, so that a restarted server counts the
 // privacy loss of what it released before, rounds later rolled back by an erasure included
 // (their aggregates were released all the same).
-func (d *dpState) replay(hist []RoundRecord) {
+func (d *dpState) replay(hist []RoundRecord) error {
 	for _, r := range hist {
-		if r.Committed {
-			d.charge(len(r.Participants))
+		if r.Committed && r.DP != nil {
+			c := *r.DP
+			if err := d.charge(&c); err != nil {
+				return fmt.Errorf("round %d: %w", r.Round, err)
+			}
 		}
 	}
+	return nil
 }
 
-// spent is the epsilon of the committed rounds.
-func (d *dpState) spent() float64 { return d.acc.Epsilon(d.task) }
+// headline returns the epsilon RoundRecord.Epsilon reports: per record when DP-SGD is on,
+// else per partner.
+func (d *dpState) headline(c *RoundDP) float64 {
+	if d.cfg.Record != nil {
+		return c.RecordEpsilon
+	}
+	return c.PartnerEpsilon
+}
 
-// withDP adds to a round's secagg settings what clients need: the clip to apply and the
-// cumulative epsilon and delta announced for the round (client.RoundDP).
+// spent returns the cumulative epsilons so far.
+func (d *dpState) spent() RoundDP {
+	return RoundDP{RecordEpsilon: d.acc.Epsilon(unitRecord), PartnerEpsilon: d.acc.Epsilon(unitPartner)}
+}
+
+// withDP adds to a round's secagg settings what clients need for partner DP: the clip to
+// apply and the cumulative epsilon and delta announced for the round (client.RoundDP).
 func withDP(settings []byte, clip, eps, delta float64) ([]byte, error) {
 	var m map[string]any
 	if err := json.Unmarshal(settings, &m); err != nil {

@@ -202,7 +202,10 @@ func New(cfg Config, opt Options) (*Server, error) {
 			st.Close()
 			return nil, fmt.Errorf("server: task.dp: read the round history: %w", err)
 		}
-		s.dp.replay(hist)
+		if err := s.dp.replay(hist); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("server: task.dp: replay the round history: %w", err)
+		}
 	}
 	if err := s.initAccess(); err != nil {
 		st.Close()
@@ -399,6 +402,12 @@ func (s *Server) Run(ctx context.Context) error {
 		if attempts >= maxAttempts {
 			return fmt.Errorf("server: %d rounds attempted, %d committed: giving up", attempts, committed)
 		}
+		if err := s.budgetLeft(); err != nil {
+			// The privacy budget is spent: the last committed model is the release.
+			s.finish(committed)
+			s.log.Warn("task stopped: privacy budget spent", "task", t.Name, "committed", committed, "rounds", t.Rounds, "reason", err)
+			return fmt.Errorf("server: task stopped after %d of %d rounds: %w", committed, t.Rounds, err)
+		}
 		cohort, err := s.waitForCohort(ctx)
 		if err != nil {
 			return err
@@ -415,14 +424,32 @@ func (s *Server) Run(ctx context.Context) error {
 			s.opt.OnRound(rec)
 		}
 	}
+	s.finish(t.Rounds)
+	s.log.Info("task complete", "task", t.Name, "rounds", t.Rounds)
+	return nil
+}
+
+// finish ends the task for every client: no more rounds.
+func (s *Server) finish(rounds int) {
 	select {
 	case <-s.done:
 	default:
 		close(s.done)
 	}
-	s.broadcast(&pb.ServerMessage{Body: &pb.ServerMessage_Done{Done: &pb.TaskDone{Rounds: uint64(t.Rounds)}}})
-	s.log.Info("task complete", "task", t.Name, "rounds", t.Rounds)
-	return nil
+	s.broadcast(&pb.ServerMessage{Body: &pb.ServerMessage_Done{Done: &pb.TaskDone{Rounds: uint64(rounds)}}})
+}
+
+// budgetLeft returns an error matching dp.ErrBudget when committing one more round, with the
+// fewest contributors that can commit it, would take the task past dp.max_epsilon.
+func (s *Server) budgetLeft() error {
+	if s.dp == nil {
+		return nil
+	}
+	s.mu.Lock()
+	unset := models.NormalizerUnset(s.layout, s.params)
+	s.mu.Unlock()
+	_, err := s.dp.would(s.dp.charges(s.dp.min, unset))
+	return err
 }
 
 // waitForCohort waits until at least MinClients clients are connected and returns the cohort.
@@ -503,10 +530,19 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	if err != nil {
 		return rec, fmt.Errorf("server: round %d: %w", r, err)
 	}
+	var dpSGD *pb.DPSGD
+	normUnset := s.dp != nil && models.NormalizerUnset(s.layout, params)
 	if s.dp != nil {
-		rec.Epsilon, rec.Delta = s.dp.spent(), s.dp.acc.Delta()
-		if protoSettings, err = withDP(protoSettings, t.DP.Clip, s.dp.announce(), rec.Delta); err != nil {
-			return rec, fmt.Errorf("server: round %d: %w", r, err)
+		spent := s.dp.spent()
+		rec.DP, rec.Epsilon, rec.Delta = &spent, s.dp.headline(&spent), s.dp.acc.Delta()
+		if p := t.DP.Partner; p != nil {
+			ann, _ := s.dp.would(s.dp.charges(s.dp.min, normUnset))
+			if protoSettings, err = withDP(protoSettings, p.Clip, ann.PartnerEpsilon, rec.Delta); err != nil {
+				return rec, fmt.Errorf("server: round %d: %w", r, err)
+			}
+		}
+		if rd := t.DP.Record; rd != nil {
+			dpSGD = &pb.DPSGD{Clip: rd.Clip, NoiseMultiplier: rd.NoiseMultiplier, SampleRate: rd.SampleRate, NormalizerNoise: rd.normalizerNoise()}
 		}
 	}
 	srv, err := proto.NewServer(aggParams, len(cohort))
@@ -519,7 +555,7 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	cfg := &pb.RoundConfig{
 		Strategy: t.Strategy, LocalEpochs: uint32(t.LocalEpochs), BatchSize: uint32(t.BatchSize),
 		LearningRate: t.LR, Optimizer: t.Optimizer, ProxMu: t.ProxMu, ModalityDropout: t.ModalityDropout,
-		Seed: t.Seed ^ r,
+		Seed: t.Seed ^ r, DpSgd: dpSGD,
 	}
 	for i, ss := range cohort {
 		m := &member{s: ss, index: i + 1}
@@ -609,8 +645,10 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	if rec.Reason == "" {
 		rec.Reason = s.erasureVeto(&rec)
 	}
+	var charge *RoundDP
 	if rec.Reason == "" && s.dp != nil {
-		if _, err := s.dp.check(len(sum.Contributors)); err != nil {
+		charge = s.dp.charges(len(sum.Contributors), normUnset)
+		if _, err := s.dp.would(charge); err != nil {
 			rec.Reason = err.Error()
 		}
 	}
@@ -625,7 +663,10 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 	}
 	rec.Committed = rec.Reason == ""
 	if rec.Committed && s.dp != nil {
-		rec.Epsilon = s.dp.charge(len(sum.Contributors))
+		if err := s.dp.charge(charge); err != nil {
+			return rec, fmt.Errorf("server: round %d: %w", r, err)
+		}
+		rec.DP, rec.Epsilon = charge, s.dp.headline(charge)
 	}
 	rec.Seconds = time.Since(start).Seconds()
 	if err := s.commit(rec, next, nextOpt); err != nil {

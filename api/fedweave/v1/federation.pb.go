@@ -917,8 +917,11 @@ type RoundConfig struct {
 	ProxMu          float64                `protobuf:"fixed64,6,opt,name=prox_mu,json=proxMu,proto3" json:"prox_mu,omitempty"`
 	ModalityDropout float64                `protobuf:"fixed64,7,opt,name=modality_dropout,json=modalityDropout,proto3" json:"modality_dropout,omitempty"`
 	Seed            uint64                 `protobuf:"varint,8,opt,name=seed,proto3" json:"seed,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dp_sgd, when set, makes local training DP-SGD: a differential-privacy guarantee per record
+	// of each partner (server.RecordDP).
+	DpSgd         *DPSGD `protobuf:"bytes,9,opt,name=dp_sgd,json=dpSgd,proto3" json:"dp_sgd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RoundConfig) Reset() {
@@ -1007,6 +1010,86 @@ func (x *RoundConfig) GetSeed() uint64 {
 	return 0
 }
 
+func (x *RoundConfig) GetDpSgd() *DPSGD {
+	if x != nil {
+		return x.DpSgd
+	}
+	return nil
+}
+
+// DPSGD is the DP-SGD every client of a round trains with (Abadi et al. 2016, with Poisson
+// sampling): each record's gradient clipped to an L2 norm of clip, Gaussian noise of standard
+// deviation noise_multiplier * clip on the sum, each record sampled into a step with
+// probability sample_rate, local_epochs * ceil(1/sample_rate) steps. A model whose tabular
+// normaliser is unset fits it with one Gaussian release of noise multiplier normalizer_noise.
+type DPSGD struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Clip            float64                `protobuf:"fixed64,1,opt,name=clip,proto3" json:"clip,omitempty"`
+	NoiseMultiplier float64                `protobuf:"fixed64,2,opt,name=noise_multiplier,json=noiseMultiplier,proto3" json:"noise_multiplier,omitempty"`
+	SampleRate      float64                `protobuf:"fixed64,3,opt,name=sample_rate,json=sampleRate,proto3" json:"sample_rate,omitempty"`
+	NormalizerNoise float64                `protobuf:"fixed64,4,opt,name=normalizer_noise,json=normalizerNoise,proto3" json:"normalizer_noise,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DPSGD) Reset() {
+	*x = DPSGD{}
+	mi := &file_federation_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DPSGD) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DPSGD) ProtoMessage() {}
+
+func (x *DPSGD) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DPSGD.ProtoReflect.Descriptor instead.
+func (*DPSGD) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DPSGD) GetClip() float64 {
+	if x != nil {
+		return x.Clip
+	}
+	return 0
+}
+
+func (x *DPSGD) GetNoiseMultiplier() float64 {
+	if x != nil {
+		return x.NoiseMultiplier
+	}
+	return 0
+}
+
+func (x *DPSGD) GetSampleRate() float64 {
+	if x != nil {
+		return x.SampleRate
+	}
+	return 0
+}
+
+func (x *DPSGD) GetNormalizerNoise() float64 {
+	if x != nil {
+		return x.NormalizerNoise
+	}
+	return 0
+}
+
 // ParamsChunk carries part of the global parameter vector as little-endian float32.
 type ParamsChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1020,7 +1103,7 @@ type ParamsChunk struct {
 
 func (x *ParamsChunk) Reset() {
 	*x = ParamsChunk{}
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1115,7 @@ func (x *ParamsChunk) String() string {
 func (*ParamsChunk) ProtoMessage() {}
 
 func (x *ParamsChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[12]
+	mi := &file_federation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1128,7 @@ func (x *ParamsChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamsChunk.ProtoReflect.Descriptor instead.
 func (*ParamsChunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{12}
+	return file_federation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ParamsChunk) GetRound() uint64 {
@@ -1091,7 +1174,7 @@ type PhaseMessage struct {
 
 func (x *PhaseMessage) Reset() {
 	*x = PhaseMessage{}
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1186,7 @@ func (x *PhaseMessage) String() string {
 func (*PhaseMessage) ProtoMessage() {}
 
 func (x *PhaseMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[13]
+	mi := &file_federation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1199,7 @@ func (x *PhaseMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseMessage.ProtoReflect.Descriptor instead.
 func (*PhaseMessage) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{13}
+	return file_federation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PhaseMessage) GetRound() uint64 {
@@ -1176,7 +1259,7 @@ type EvalReport struct {
 
 func (x *EvalReport) Reset() {
 	*x = EvalReport{}
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1271,7 @@ func (x *EvalReport) String() string {
 func (*EvalReport) ProtoMessage() {}
 
 func (x *EvalReport) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[14]
+	mi := &file_federation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1284,7 @@ func (x *EvalReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
 func (*EvalReport) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{14}
+	return file_federation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EvalReport) GetRound() uint64 {
@@ -1266,7 +1349,7 @@ type RoundEnd struct {
 
 func (x *RoundEnd) Reset() {
 	*x = RoundEnd{}
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1361,7 @@ func (x *RoundEnd) String() string {
 func (*RoundEnd) ProtoMessage() {}
 
 func (x *RoundEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[15]
+	mi := &file_federation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1374,7 @@ func (x *RoundEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundEnd.ProtoReflect.Descriptor instead.
 func (*RoundEnd) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{15}
+	return file_federation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoundEnd) GetRound() uint64 {
@@ -1331,7 +1414,7 @@ type TaskDone struct {
 
 func (x *TaskDone) Reset() {
 	*x = TaskDone{}
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1426,7 @@ func (x *TaskDone) String() string {
 func (*TaskDone) ProtoMessage() {}
 
 func (x *TaskDone) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[16]
+	mi := &file_federation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1439,7 @@ func (x *TaskDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskDone.ProtoReflect.Descriptor instead.
 func (*TaskDone) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{16}
+	return file_federation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskDone) GetRounds() uint64 {
@@ -1453,7 +1536,7 @@ const file_federation_proto_rawDesc = "" +
 	"\n" +
 	"max_weight\x18\t \x01(\x04R\tmaxWeight\x12\x1a\n" +
 	"\bprotocol\x18\n" +
-	" \x01(\fR\bprotocol\"\x86\x02\n" +
+	" \x01(\fR\bprotocol\"\xb1\x02\n" +
 	"\vRoundConfig\x12\x1a\n" +
 	"\bstrategy\x18\x01 \x01(\tR\bstrategy\x12!\n" +
 	"\flocal_epochs\x18\x02 \x01(\rR\vlocalEpochs\x12\x1d\n" +
@@ -1463,7 +1546,14 @@ const file_federation_proto_rawDesc = "" +
 	"\toptimizer\x18\x05 \x01(\tR\toptimizer\x12\x17\n" +
 	"\aprox_mu\x18\x06 \x01(\x01R\x06proxMu\x12)\n" +
 	"\x10modality_dropout\x18\a \x01(\x01R\x0fmodalityDropout\x12\x12\n" +
-	"\x04seed\x18\b \x01(\x04R\x04seed\"c\n" +
+	"\x04seed\x18\b \x01(\x04R\x04seed\x12)\n" +
+	"\x06dp_sgd\x18\t \x01(\v2\x12.fedweave.v1.DPSGDR\x05dpSgd\"\x92\x01\n" +
+	"\x05DPSGD\x12\x12\n" +
+	"\x04clip\x18\x01 \x01(\x01R\x04clip\x12)\n" +
+	"\x10noise_multiplier\x18\x02 \x01(\x01R\x0fnoiseMultiplier\x12\x1f\n" +
+	"\vsample_rate\x18\x03 \x01(\x01R\n" +
+	"sampleRate\x12)\n" +
+	"\x10normalizer_noise\x18\x04 \x01(\x01R\x0fnormalizerNoise\"c\n" +
 	"\vParamsChunk\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
@@ -1510,7 +1600,7 @@ func file_federation_proto_rawDescGZIP() []byte {
 	return file_federation_proto_rawDescData
 }
 
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_federation_proto_goTypes = []any{
 	(*JoinRequest)(nil),         // 0: fedweave.v1.JoinRequest
 	(*ModalityCount)(nil),       // 1: fedweave.v1.ModalityCount
@@ -1524,36 +1614,38 @@ var file_federation_proto_goTypes = []any{
 	(*ServerMessage)(nil),       // 9: fedweave.v1.ServerMessage
 	(*RoundStart)(nil),          // 10: fedweave.v1.RoundStart
 	(*RoundConfig)(nil),         // 11: fedweave.v1.RoundConfig
-	(*ParamsChunk)(nil),         // 12: fedweave.v1.ParamsChunk
-	(*PhaseMessage)(nil),        // 13: fedweave.v1.PhaseMessage
-	(*EvalReport)(nil),          // 14: fedweave.v1.EvalReport
-	(*RoundEnd)(nil),            // 15: fedweave.v1.RoundEnd
-	(*TaskDone)(nil),            // 16: fedweave.v1.TaskDone
+	(*DPSGD)(nil),               // 12: fedweave.v1.DPSGD
+	(*ParamsChunk)(nil),         // 13: fedweave.v1.ParamsChunk
+	(*PhaseMessage)(nil),        // 14: fedweave.v1.PhaseMessage
+	(*EvalReport)(nil),          // 15: fedweave.v1.EvalReport
+	(*RoundEnd)(nil),            // 16: fedweave.v1.RoundEnd
+	(*TaskDone)(nil),            // 17: fedweave.v1.TaskDone
 }
 var file_federation_proto_depIdxs = []int32{
 	1,  // 0: fedweave.v1.JoinRequest.modalities:type_name -> fedweave.v1.ModalityCount
 	8,  // 1: fedweave.v1.ClientMessage.hello:type_name -> fedweave.v1.Hello
-	13, // 2: fedweave.v1.ClientMessage.phase:type_name -> fedweave.v1.PhaseMessage
-	14, // 3: fedweave.v1.ClientMessage.eval:type_name -> fedweave.v1.EvalReport
+	14, // 2: fedweave.v1.ClientMessage.phase:type_name -> fedweave.v1.PhaseMessage
+	15, // 3: fedweave.v1.ClientMessage.eval:type_name -> fedweave.v1.EvalReport
 	10, // 4: fedweave.v1.ServerMessage.start:type_name -> fedweave.v1.RoundStart
-	12, // 5: fedweave.v1.ServerMessage.params:type_name -> fedweave.v1.ParamsChunk
-	13, // 6: fedweave.v1.ServerMessage.phase:type_name -> fedweave.v1.PhaseMessage
-	15, // 7: fedweave.v1.ServerMessage.end:type_name -> fedweave.v1.RoundEnd
-	16, // 8: fedweave.v1.ServerMessage.done:type_name -> fedweave.v1.TaskDone
+	13, // 5: fedweave.v1.ServerMessage.params:type_name -> fedweave.v1.ParamsChunk
+	14, // 6: fedweave.v1.ServerMessage.phase:type_name -> fedweave.v1.PhaseMessage
+	16, // 7: fedweave.v1.ServerMessage.end:type_name -> fedweave.v1.RoundEnd
+	17, // 8: fedweave.v1.ServerMessage.done:type_name -> fedweave.v1.TaskDone
 	11, // 9: fedweave.v1.RoundStart.config:type_name -> fedweave.v1.RoundConfig
-	0,  // 10: fedweave.v1.Federation.Join:input_type -> fedweave.v1.JoinRequest
-	7,  // 11: fedweave.v1.Federation.Participate:input_type -> fedweave.v1.ClientMessage
-	3,  // 12: fedweave.v1.Federation.DescribeTask:input_type -> fedweave.v1.DescribeTaskRequest
-	5,  // 13: fedweave.v1.Federation.DownloadModel:input_type -> fedweave.v1.DownloadRequest
-	2,  // 14: fedweave.v1.Federation.Join:output_type -> fedweave.v1.JoinResponse
-	9,  // 15: fedweave.v1.Federation.Participate:output_type -> fedweave.v1.ServerMessage
-	4,  // 16: fedweave.v1.Federation.DescribeTask:output_type -> fedweave.v1.TaskInfo
-	6,  // 17: fedweave.v1.Federation.DownloadModel:output_type -> fedweave.v1.ModelChunk
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 10: fedweave.v1.RoundConfig.dp_sgd:type_name -> fedweave.v1.DPSGD
+	0,  // 11: fedweave.v1.Federation.Join:input_type -> fedweave.v1.JoinRequest
+	7,  // 12: fedweave.v1.Federation.Participate:input_type -> fedweave.v1.ClientMessage
+	3,  // 13: fedweave.v1.Federation.DescribeTask:input_type -> fedweave.v1.DescribeTaskRequest
+	5,  // 14: fedweave.v1.Federation.DownloadModel:input_type -> fedweave.v1.DownloadRequest
+	2,  // 15: fedweave.v1.Federation.Join:output_type -> fedweave.v1.JoinResponse
+	9,  // 16: fedweave.v1.Federation.Participate:output_type -> fedweave.v1.ServerMessage
+	4,  // 17: fedweave.v1.Federation.DescribeTask:output_type -> fedweave.v1.TaskInfo
+	6,  // 18: fedweave.v1.Federation.DownloadModel:output_type -> fedweave.v1.ModelChunk
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -1579,7 +1671,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
