@@ -23,6 +23,7 @@ import (
 
 const clientUsage = `usage: fedweave client --config FILE [--server ADDR|@FILE] [--timeout DURATION] [--v]
        fedweave client erase --subject ID (--config FILE | --store DIR --keys DIR) [--rotate]
+       fedweave client budget (--config FILE | --store DIR --keys DIR) [--delta D]
 
 Client takes part in a federation's training task for a partner organisation: it reads the
 partner's records, connects to the aggregation server with the partner's certificate (mutual
@@ -83,6 +84,15 @@ still has them. --rotate also moves the other subjects' keys to a new keyring ep
 copy of the store from before opens with the current keys at all. Stop the client first: a store
 is used by one process at a time.
 
+Under differential privacy (the task's dp: section) the client keeps a privacy ledger: the
+Rényi-DP cost of every update it sends, computed on its side from the round's parameters, per
+record (DP-SGD) and per partner (distributed noise), composed over rounds and over every task
+that uses the same store. "max_epsilon: 4" (and optionally "delta: 1e-6") in the sharing
+policy is the partner's budget: the client stops before an update that would take a unit past
+it. "fedweave client budget" prints the ledger: for each unit, the epsilon over all tasks
+(the curves composed, less than the sum of the tasks' epsilons), then each task's, with the
+number of updates sent.
+
 The server address may also be @FILE: the address is read from FILE, as "fedweave server
 --addr-file FILE" writes it, waiting up to a minute for the file to appear (for scripts and
 tests).
@@ -112,6 +122,9 @@ var clientCmd = &Command{
 		return func(ctx context.Context, env *Env, args []string) error {
 			if len(args) > 0 && args[0] == "erase" {
 				return runClientErase(ctx, env, *config, args[1:])
+			}
+			if len(args) > 0 && args[0] == "budget" {
+				return runClientBudget(ctx, env, *config, args[1:])
 			}
 			switch {
 			case len(args) > 0:

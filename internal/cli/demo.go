@@ -16,16 +16,17 @@ import (
 	"github.com/fedweave/fedweave/server"
 )
 
-// The demo's --dp defaults: an L2 clip that leaves the demo's updates about as they are, and
-// the largest noise multiplier that keeps the model useful with only four partners. With four
-// partners the noise of the mean, noise·clip/4 per parameter, swamps the update unless the
-// multiplier is tiny, so the epsilon it reaches is far too large to mean much. Measured on the
-// synthetic data, seed 1: accuracy 0.75 to 0.81 (the noise is not seeded) against 0.94 without
-// DP, at epsilon 2.8e4 (delta 1e-5) after 5 rounds; a multiplier of 0.5 reaches epsilon 32 and
-// chance accuracy. Real deployments need cohorts of hundreds for both.
+// The demo's --dp defaults: DP-SGD in every client, a guarantee per record. Chosen so the
+// demo reaches an epsilon that means something (about 5 at delta 1e-5 after 5 rounds of 1 local
+// epoch) and still learns: see the README's figures.
 const (
-	DemoDPNoise = 0.01
-	DemoDPClip  = 10.0
+	DemoDPNoise      = 1.0  // noise multiplier of DP-SGD
+	DemoDPClip       = 1.0  // per-record L2 clip
+	DemoDPSampleRate = 0.05 // share of a partner's records in each step
+	// Distributed noise (--dp-partner-noise) is off by default: with four partners, noise that
+	// protects a whole partner swamps the mean (a multiplier of 0.5 reached epsilon 32 per
+	// partner and chance accuracy); it needs cohorts of hundreds.
+	DemoDPPartnerClip = 10.0
 )
 
 const demoUsage = `usage: fedweave demo [flags]
@@ -75,10 +76,13 @@ var demoCmd = &Command{
 		reportPath := fs.String("report", "", "write the figures as JSON to `file`, and a PNG of accuracy per round beside it")
 		seed := fs.Uint64("seed", 1, "`seed` for data, partitions, initialisation and training")
 		verbose := fs.Bool("v", false, "log the server's and clients' events to stderr")
-		dpOn := fs.Bool("dp", false, "distributed differential privacy: clients clip their updates and add Skellam noise under secure aggregation")
-		dpNoise := fs.Float64("dp-noise", DemoDPNoise, "with --dp, the noise `multiplier`: the cohort's total noise, in units of the clip")
-		dpClip := fs.Float64("dp-clip", DemoDPClip, "with --dp, the L2 `norm` each partner's update is clipped to")
-		dpEps := fs.Float64("dp-epsilon", 0, "with --dp, the task's max `epsilon` (at delta 1e-5): a round beyond it is not committed; 0: no limit")
+		dpOn := fs.Bool("dp", false, "differential privacy per record: every client trains with DP-SGD; epsilon is reported per round")
+		dpNoise := fs.Float64("dp-noise", DemoDPNoise, "with --dp, DP-SGD's noise `multiplier` (noise standard deviation over the clip)")
+		dpClip := fs.Float64("dp-clip", DemoDPClip, "with --dp, the L2 `norm` each record's gradient is clipped to")
+		dpRate := fs.Float64("dp-sample-rate", DemoDPSampleRate, "with --dp, the `share` of a client's records in each DP-SGD step")
+		dpEps := fs.Float64("dp-epsilon", 0, "with --dp, the task's max `epsilon` (at delta 1e-5): the task stops before a round would pass it; 0: no limit")
+		dpPartner := fs.Float64("dp-partner-noise", 0, "with --dp and --secure secagg, also distributed Skellam noise of this `multiplier` for a guarantee per partner; 0: off")
+		dpPartnerClip := fs.Float64("dp-partner-clip", DemoDPPartnerClip, "with --dp-partner-noise, the L2 `norm` each partner's update is clipped to")
 		return func(ctx context.Context, env *Env, args []string) error {
 			switch {
 			case len(args) > 0:
@@ -99,6 +103,12 @@ var demoCmd = &Command{
 				return Usagef("--alpha must be positive, got %g", *alpha)
 			case *n < 50:
 				return Usagef("--n must be at least 50, got %d", *n)
+			case !(*dpNoise > 0) || !(*dpClip > 0) || !(*dpPartnerClip > 0):
+				return Usagef("--dp-noise, --dp-clip and --dp-partner-clip must be positive")
+			case !(*dpRate > 0 && *dpRate <= 1):
+				return Usagef("--dp-sample-rate must be above 0 and at most 1, got %g", *dpRate)
+			case !(*dpEps >= 0) || !(*dpPartner >= 0):
+				return Usagef("--dp-epsilon and --dp-partner-noise must be 0 (off) or positive")
 			}
 			if *kem != "x25519" && *kem != "hybrid" {
 				return Usagef("unknown --kem %q: use x25519 or hybrid", *kem)
@@ -131,10 +141,18 @@ var demoCmd = &Command{
 			}
 			var dpc *server.DPConfig
 			if *dpOn {
-				if *secure != "secagg" {
-					return fmt.Errorf("--dp needs --secure secagg")
+				explicit := false
+				fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "local-epochs" })
+				if !explicit {
+					*localEpochs = 1 // each epoch of DP-SGD spends privacy: one a round by default
 				}
-				dpc = &server.DPConfig{NoiseMultiplier: *dpNoise, Clip: *dpClip, MaxEpsilon: *dpEps}
+				dpc = &server.DPConfig{MaxEpsilon: *dpEps, Record: &server.RecordDP{NoiseMultiplier: *dpNoise, Clip: *dpClip, SampleRate: *dpRate}}
+				if *dpPartner > 0 {
+					if *secure != "secagg" {
+						return Usagef("--dp-partner-noise needs --secure secagg (distributed noise is added under its masks)")
+					}
+					dpc.Partner = &server.PartnerDP{NoiseMultiplier: *dpPartner, Clip: *dpPartnerClip}
+				}
 			}
 			rep, err := demo.Run(ctx, demo.Options{
 				Clients: *clients, Rounds: *rounds, LocalEpochs: *localEpochs, Secure: *secure, KEM: *kem, Strategy: *strategy,
@@ -172,6 +190,21 @@ func printDemo(w io.Writer, r *demo.Report) {
 				fmt.Fprint(w, ", ")
 			}
 			fmt.Fprintf(w, "%s %.4f", m, acc)
+		}
+	}
+	if d := r.DP; d != nil {
+		fmt.Fprintf(w, "\n\ndifferential privacy: epsilon %.3g per %s at delta %g", d.Epsilon, d.Unit, d.Delta)
+		if rd := d.Config.Record; rd != nil {
+			fmt.Fprintf(w, " (DP-SGD in every client: noise multiplier %g, clip %g, sample rate %g)", rd.NoiseMultiplier, rd.Clip, rd.SampleRate)
+		}
+		if p := d.Config.Partner; p != nil {
+			if d.Config.Record != nil {
+				fmt.Fprintf(w, "\n  and epsilon %.3g per partner", d.PartnerEpsilon)
+			}
+			fmt.Fprintf(w, " (distributed Skellam noise under secure aggregation: noise multiplier %g, clip %g)", p.NoiseMultiplier, p.Clip)
+		}
+		if d.Stopped != "" {
+			fmt.Fprintf(w, "\n  the task stopped early: %s", d.Stopped)
 		}
 	}
 	printServed(w, r.Served)

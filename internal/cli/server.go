@@ -73,6 +73,14 @@ directory fedweave runs in. A complete config, whose model fits the synthetic da
 	  # mhe: {threshold: 2, max_weight: 0, quant: {bits: 16}}
 	                               # for secure: mhe; threshold 0: a majority, at most min_clients;
 	                               # max_weight 0: from the clients' declared records
+	  # dp:                        # differential privacy, epsilon per round in the round history
+	  #   max_epsilon: 8           # the task stops before a round would pass it (0: no limit)
+	  #   delta: 1e-5
+	  #   record: {noise_multiplier: 1, clip: 1, sample_rate: 0.05}
+	  #                            # DP-SGD in every client: a guarantee per record, any secure
+	  #   partner: {noise_multiplier: 1, clip: 10}
+	  #                            # Skellam noise under secagg: a guarantee per partner; it needs
+	  #                            # cohorts of hundreds to keep the model useful
 	  strategy: fedavg             # fedavg, fedprox (with prox_mu), fedadam or fedyogi (with server_lr)
 	  local_epochs: 1
 	  batch_size: 64
