@@ -60,15 +60,11 @@ func recordDP(p *pb.DPSGD) (*models.DPSGD, error) {
 // recordRDP is the curve of one round of DP-SGD at orders: epochs·ceil(1/q) steps of the
 // subsampled Gaussian, and one Gaussian release of the tabular statistics if normalizer.
 func recordRDP(p *models.DPSGD, epochs int, normalizer bool, orders []float64) ([]float64, error) {
-	r, err := dp.SampledGaussianRDP(p.SampleRate, p.NoiseMultiplier, p.Steps(epochs), orders)
-	if err != nil || !normalizer {
-		return r, err
+	extra := 0.0
+	if normalizer {
+		extra = p.NormalizerNoise
 	}
-	g, err := dp.GaussianRDP(p.NormalizerNoise, orders)
-	for i := range r {
-		r[i] += g[i]
-	}
-	return r, err
+	return dp.DPSGDRDP(p.SampleRate, p.NoiseMultiplier, p.Steps(epochs), extra, orders)
 }
 
 // partnerRDP is the curve of one update under distributed Skellam noise (secagg settings with

@@ -125,19 +125,7 @@ func (m *Model) evalNet(batch int) (*net, error) {
 
 // normalizerUnset reports whether the tabular statistics still hold their initial values (mean 0,
 // standard deviation 1), which no real data set produces exactly.
-func (m *Model) normalizerUnset() bool {
-	mean, ok := m.layout.Find("enc.tabular.norm.mean")
-	if !ok {
-		return false
-	}
-	logStd, _ := m.layout.Find("enc.tabular.norm.logstd")
-	for j := range mean.Size() {
-		if m.params[mean.Offset+j] != 0 || m.params[logStd.Offset+j] != 0 {
-			return false
-		}
-	}
-	return true
-}
+func (m *Model) normalizerUnset() bool { return NormalizerUnset(m.layout, m.params) }
 
 // FitNormalizer sets the tabular standardisation statistics (the enc.tabular.norm buffers, in
 // the compressed form described at tabularEncoder) from

@@ -185,15 +185,7 @@ type PartnerCharge struct {
 }
 
 func (c *RecordCharge) rdp(orders []float64) ([]float64, error) {
-	r, err := dp.SampledGaussianRDP(c.SampleRate, c.NoiseMultiplier, c.Steps, orders)
-	if err != nil || c.NormalizerNoise == 0 {
-		return r, err
-	}
-	g, err := dp.GaussianRDP(c.NormalizerNoise, orders)
-	for i := range r {
-		r[i] += g[i]
-	}
-	return r, err
+	return dp.DPSGDRDP(c.SampleRate, c.NoiseMultiplier, c.Steps, c.NormalizerNoise, orders)
 }
 
 func (c *PartnerCharge) rdp(orders []float64) ([]float64, error) {

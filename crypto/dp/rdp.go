@@ -215,6 +215,25 @@ func GaussianRDP(sigma float64, orders []float64) ([]float64, error) {
 	return SampledGaussianRDP(1, sigma, 1, orders)
 }
 
+// DPSGDRDP returns the RDP at orders of one round of DP-SGD with Poisson sampling: steps
+// compositions of the subsampled Gaussian of rate q and noise multiplier sigma, plus, when
+// extraNoise is not 0, one Gaussian mechanism of that noise multiplier (a release beside the
+// steps, such as noisy input statistics).
+func DPSGDRDP(q, sigma float64, steps int, extraNoise float64, orders []float64) ([]float64, error) {
+	r, err := SampledGaussianRDP(q, sigma, steps, orders)
+	if err != nil || extraNoise == 0 {
+		return r, err
+	}
+	g, err := GaussianRDP(extraNoise, orders)
+	if err != nil {
+		return nil, err
+	}
+	for i := range r {
+		r[i] += g[i]
+	}
+	return r, nil
+}
+
 // QuantizedSensitivity returns the L1 and L2 sensitivities, in quantization steps, of adding
 // or removing one update of d values clipped to an L2 norm of clipSteps steps and then
 // stochastically rounded: rounding moves each value by less than one step, so
