@@ -100,7 +100,7 @@ type Options struct {
 // Server coordinates one task's rounds. Create it with New.
 type Server struct {
 	cfg   Config
-	dp    *dpState // task.dp's accounting; nil without DP (the epsilon of a restarted server counts from its restart)
+	dp    *dpState // task.dp's accounting, replayed from the round history on start; nil without DP
 	opt   Options
 	log   *slog.Logger
 	store *store.Store
