@@ -535,13 +535,11 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 		delta[i] = v - global[i]
 	}
 	if part != nil {
-		// Distributed DP: the update is clipped to the round's L2 bound, as the server's
-		// accounting assumes (server.PartnerDP).
+		// Distributed DP: the update is clipped to the round's L2 bound and counts with
+		// weight 1, as the server's accounting assumes (server.PartnerDP). Under DP-SGD alone
+		// the weights stay the record counts, which DP-SGD's accounting treats as public (its
+		// sampling rate is a share of them; the client declares them when it joins).
 		ClipL2(delta, part.Clip)
-	}
-	if part != nil || rec != nil {
-		// Under DP a partner counts with weight 1 per group it trained: record counts are
-		// not covered by either guarantee.
 		for g, w := range weights {
 			weights[g] = min(w, 1)
 		}

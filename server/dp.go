@@ -45,8 +45,10 @@ type DPConfig struct {
 // (every client fits them with noise, models.FitNormalizerDP).
 //
 // Each client's update is a function of its DP-SGD run, so the guarantee holds for what the
-// server sees under any protection; secure aggregation only hides more. Weights are 1 per
-// partner (a record count would be a further, unaccounted release).
+// server sees under any protection; secure aggregation only hides more. The record counts a
+// client declares when it joins, which weight its update in the mean, are treated as public,
+// as DP-SGD's accounting does (the sampling rate is a share of them): adding or removing one
+// record is covered in the steps, not in the count.
 type RecordDP struct {
 	NoiseMultiplier float64 `json:"noise_multiplier"`
 	Clip            float64 `json:"clip"`

@@ -522,8 +522,8 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		maxWeight = max(maxWeight, s.joined[ss.key])
 	}
 	s.mu.Unlock()
-	if s.dp != nil {
-		maxWeight = 1 // partners contribute with weight 1 (see DPConfig)
+	if s.dp != nil && t.DP.Partner != nil {
+		maxWeight = 1 // partners contribute with weight 1 (see PartnerDP)
 	}
 	aggParams := agg.Params{Round: r, LayoutHash: s.hashRaw, NumValues: len(params), NumGroups: models.NumGroups, Groups: s.groups, MaxWeight: maxWeight}
 	proto, protoSettings, err := s.roundProtocol(cohort)
