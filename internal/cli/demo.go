@@ -208,6 +208,7 @@ func printDemo(w io.Writer, r *demo.Report) {
 			}
 			fmt.Fprintf(w, " (distributed Skellam noise under secure aggregation: noise multiplier %g, clip %g)", p.NoiseMultiplier, p.Clip)
 		}
+		fmt.Fprint(w, "\n  the centralized and local-only models above train without DP")
 		if d.Stopped != "" {
 			fmt.Fprintf(w, "\n  the task stopped early: %s", d.Stopped)
 		}
