@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"path/filepath"
@@ -158,5 +159,38 @@ func TestLedgerPersists(t *testing.T) {
 	}
 	if err := again.Charge("triage", UnitPartner, curve[:3]); err == nil {
 		t.Error("a curve at other orders charged")
+	}
+}
+
+// TestLedgerRefusesCorruption: a ledger in the store that does not decode, was kept at other
+// orders, names an unknown unit or holds a negative or infinite value is refused with what is
+// wrong, and the store's other contents are left alone (nothing is overwritten).
+func TestLedgerRefusesCorruption(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(StoreOptions{Dir: filepath.Join(dir, "store"), KeyDir: filepath.Join(dir, "keys"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	orders, _ := json.Marshal(NewLedger().Orders())
+	zeros := strings.TrimSuffix(strings.Repeat("0,", len(NewLedger().Orders())), ",")
+	for _, tc := range []struct{ name, body, want string }{
+		{"not_json", `{"orders":`, "privacy ledger"},
+		{"other_orders", `{"orders":[2,3],"entries":[]}`, "other Rényi orders"},
+		{"unknown_unit", `{"orders":` + string(orders) + `,"entries":[{"task":"t","unit":"cohort","rounds":1,"rdp":[` + zeros + `]}]}`, "malformed entry"},
+		{"short_curve", `{"orders":` + string(orders) + `,"entries":[{"task":"t","unit":"record","rounds":1,"rdp":[0]}]}`, "malformed entry"},
+		{"negative", `{"orders":` + string(orders) + `,"entries":[{"task":"t","unit":"record","rounds":1,"rdp":[-1` + strings.Repeat(",0", len(NewLedger().Orders())-1) + `]}]}`, "malformed entry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := st.PutSecret(ledgerSecret, []byte(tc.body)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := OpenLedger(st); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("OpenLedger: %v, want an error naming %q", err, tc.want)
+			}
+			if b, _ := st.Secret(ledgerSecret); string(b) != tc.body {
+				t.Error("the stored ledger changed")
+			}
+		})
 	}
 }
