@@ -30,9 +30,15 @@ import (
 // approximation that Opacus and TF-Privacy tutorials make too, not a guarantee.
 //
 // DP-SGD protects the gradients, not statistics computed from the data beside them: in DP mode
-// TrainWith never fits the tabular normaliser exactly. A model whose normaliser is unset fits it
-// with FitNormalizerDP (noise multiplier NormalizerNoise) and says so in
-// TrainStats.NormalizerReleased, so that the caller can charge that release too.
+// TrainWith never fits the tabular normaliser exactly. A model with a tabular encoder whose
+// normaliser is unset always fits it with FitNormalizerDP (noise multiplier NormalizerNoise),
+// whatever the data holds, and says so in TrainStats.NormalizerReleased, so that the caller can
+// charge that release too.
+//
+// Two more rules keep DP mode's behaviour within these mechanisms: an example whose loss or
+// gradient is not finite contributes zero to the sum (see dpGradients) instead of failing the
+// call, and modality dropout (TrainConfig.ModalityDropout) draws from Noise, not from
+// TrainConfig.Seed.
 type DPSGD struct {
 	Clip            float64 // per-example L2 norm bound; must be positive
 	NoiseMultiplier float64 // noise standard deviation over Clip; 0 clips without noise
@@ -42,10 +48,12 @@ type DPSGD struct {
 	// NormalizerNoise is the noise multiplier of the tabular normaliser's release (see
 	// FitNormalizerDP); 0 means DefaultNormalizerNoise.
 	NormalizerNoise float64
-	// Noise draws the Gaussian noise and the Poisson samples; nil means a ChaCha8 generator
-	// seeded from crypto/rand. Both must be secret from whoever sees the trained model: sampling
-	// from TrainConfig.Seed, often a default or public value, would reveal which records each
-	// step used and void the amplification by sampling that the accounting counts on.
+	// Noise draws the Gaussian noise, the Poisson samples and the modality dropout masks; nil
+	// means a ChaCha8 generator seeded from crypto/rand. All must be secret from whoever sees the
+	// trained model: sampling from TrainConfig.Seed, often a default or public value, would
+	// reveal which records each step used and void the amplification by sampling that the
+	// accounting counts on, and dropout drawn from it would let one added record shift every
+	// later record's masks predictably.
 	Noise *rand.Rand
 }
 
@@ -119,16 +127,25 @@ func poissonSample(dst, idx []int, q float64, rng *rand.Rand) []int {
 // dpGradients sets grads to the DP-SGD gradient of rows: per-example gradients from the
 // batch-1 graph n1, each clipped, summed, noised and divided by div (the batch size, or the
 // expected one under Poisson sampling). rows may be empty: the gradient is then the noise over
-// div. It returns the mean loss of the rows, 0 for none.
+// div.
+//
+// An example whose loss or gradient norm is not finite (a NaN or infinite input, an overflow)
+// contributes nothing to the sum: clipping cannot bound it (NaN > Clip is false, and Clip/Inf
+// times Inf is NaN), and a zero contribution is within the Clip bound that the accounting
+// assumes. It still counts as sampled: div, fixed before the data is read, is unchanged.
+//
+// It returns the mean loss of the rows whose contribution was summed, 0 for none.
 func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p *DPSGD, div float64, grads, one []float32) (float64, error) {
 	clear(grads)
 	var loss float64
+	finite := 0
 	for _, r := range rows {
 		n1.fill(d, []batchRow{r}, m.Spec.Classes, sc)
 		if err := n1.run(); err != nil {
 			return 0, err
 		}
-		loss += scalar(n1.loss)
+		l := scalar(n1.loss)
+		// Read the gradient even when it is discarded: reading it resets the graph's gradients.
 		if err := n1.gradients(one); err != nil {
 			return 0, err
 		}
@@ -136,8 +153,14 @@ func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p
 		for _, g := range one {
 			s += float64(g) * float64(g)
 		}
+		norm := math.Sqrt(s)
+		if math.IsNaN(l) || math.IsInf(l, 0) || math.IsNaN(norm) || math.IsInf(norm, 0) {
+			continue
+		}
+		loss += l
+		finite++
 		scale := float32(1)
-		if norm := math.Sqrt(s); norm > p.Clip {
+		if norm > p.Clip {
 			scale = float32(p.Clip / norm)
 		}
 		for i, g := range one {
@@ -157,8 +180,8 @@ func (m *Model) dpGradients(n1 *net, d *Encoded, rows []batchRow, sc *scratch, p
 			grads[i] *= inv
 		}
 	}
-	if len(rows) == 0 {
+	if finite == 0 {
 		return 0, nil
 	}
-	return loss / float64(len(rows)), nil
+	return loss / float64(finite), nil
 }

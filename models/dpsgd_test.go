@@ -321,8 +321,9 @@ func normTestModel(t *testing.T, n int) (*Model, *Encoded) {
 // within 10% and the N(0,1) field's mean within 0.1 of the truth; its standard deviations, whose
 // noise is set by the clipping range (about 4.5 times the field's magnitude), are within a
 // factor 1.3 of the truth on a million records; on 50 records the result is still finite with positive standard
-// deviations; records without tabular fields are not read; data with none changes nothing; and
-// a noise multiplier that is not positive and finite is refused.
+// deviations; records without tabular fields are not read; data with none is released all the
+// same (pure noise, finite, positive standard deviations); NaN and ±Inf raw values give finite
+// statistics; and a noise multiplier that is not positive and finite is refused.
 func TestFitNormalizerDP(t *testing.T) {
 	check := func(t *testing.T, n int, stds bool) {
 		m, e := normTestModel(t, n)
@@ -387,9 +388,19 @@ func TestFitNormalizerDP(t *testing.T) {
 			e.present[i] = [dataset.NumModalities]bool{}
 			e.present[i][dataset.Image] = true
 		}
-		if err := m.FitNormalizerDP(e, 4, nil); err != nil || !m.normalizerUnset() {
-			t.Errorf("err %v, normaliser unset %v; want nil, true", err, m.normalizerUnset())
+		if err := m.FitNormalizerDP(e, 4, nil); err != nil || m.normalizerUnset() {
+			t.Fatalf("err %v, normaliser unset %v; want nil, false (released)", err, m.normalizerUnset())
 		}
+		checkFiniteNormalizer(t, m)
+	})
+	t.Run("non_finite_values", func(t *testing.T) {
+		m, e := normTestModel(t, 50)
+		e.tab[0], e.tab[1] = float32(math.Inf(1)), float32(math.NaN())
+		e.tab[2], e.tab[5] = float32(math.Inf(-1)), float32(math.Inf(1))
+		if err := m.FitNormalizerDP(e, DefaultNormalizerNoise, rand.New(rand.NewPCG(1, 2))); err != nil {
+			t.Fatal(err)
+		}
+		checkFiniteNormalizer(t, m)
 	})
 	t.Run("bad_noise", func(t *testing.T) {
 		m, e := normTestModel(t, 10)
@@ -408,7 +419,8 @@ func TestFitNormalizerDP(t *testing.T) {
 // FitNormalizerDP (default noise, drawn from DPSGD.Noise), reports NormalizerReleased, and
 // ends with statistics that differ from FitNormalizer's exact ones; a second call, the
 // normaliser now set, releases nothing; DP training on data without tabular records releases
-// nothing; and training without DP still fits the exact statistics.
+// all the same (the decision depends on the model only), with FitNormalizerDP's finite, noisy
+// statistics; and training without DP still fits the exact statistics.
 func TestTrainDPNormalizer(t *testing.T) {
 	ctx := context.Background()
 	_, enc := dpTestModel(t, 16)
@@ -453,9 +465,21 @@ func TestTrainDPNormalizer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := m.Train(ctx, e, TrainConfig{DP: &DPSGD{Clip: 1, SampleRate: 1}})
-		if err != nil || st.NormalizerReleased || !m.normalizerUnset() {
-			t.Errorf("released %v, unset %v, err %v", st.NormalizerReleased, m.normalizerUnset(), err)
+		st, err := m.Train(ctx, e, TrainConfig{DP: &DPSGD{Clip: 1, SampleRate: 1, Noise: rand.New(rand.NewPCG(6, 6))}})
+		if err != nil || !st.NormalizerReleased || m.normalizerUnset() {
+			t.Fatalf("released %v, unset %v, err %v; want true, false, nil", st.NormalizerReleased, m.normalizerUnset(), err)
+		}
+		checkFiniteNormalizer(t, m)
+		mean, std, _ := m.TabularNormalizer()
+		replay, _ := dpTestModel(t, 1)
+		if err := replay.FitNormalizerDP(e, DefaultNormalizerNoise, rand.New(rand.NewPCG(6, 6))); err != nil {
+			t.Fatal(err)
+		}
+		wantMean, wantStd, _ := replay.TabularNormalizer()
+		for j := range mean {
+			if mean[j] != wantMean[j] || std[j] != wantStd[j] {
+				t.Errorf("field %d: (%v, %v), want FitNormalizerDP's (%v, %v)", j, mean[j], std[j], wantMean[j], wantStd[j])
+			}
 		}
 	})
 	t.Run("no_dp", func(t *testing.T) {
@@ -471,4 +495,207 @@ func TestTrainDPNormalizer(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkFiniteNormalizer fails t unless m's tabular normaliser has finite means and finite,
+// positive standard deviations.
+func checkFiniteNormalizer(t *testing.T, m *Model) {
+	t.Helper()
+	mean, std, ok := m.TabularNormalizer()
+	if !ok {
+		t.Fatal("no tabular normaliser")
+	}
+	for j := range mean {
+		if math.IsNaN(mean[j]) || math.IsInf(mean[j], 0) || math.IsInf(std[j], 0) || !(std[j] > 0) {
+			t.Errorf("field %d: mean %v, std %v; want finite, std > 0", j, mean[j], std[j])
+		}
+	}
+}
+
+// checkFinite fails t unless every value of p is finite.
+func checkFinite(t *testing.T, what string, p []float32) {
+	t.Helper()
+	for i, v := range p {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatalf("%s: value %d is %v", what, i, v)
+		}
+	}
+}
+
+// exampleIsNonFinite reports whether record r of enc, run alone through m's batch-1 training
+// graph, gives a non-finite loss or gradient: the case dpGradients must leave out.
+func exampleIsNonFinite(t *testing.T, m *Model, enc *Encoded, r int) bool {
+	t.Helper()
+	n1, err := m.trainNet(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc scratch
+	one := make([]float32, len(m.params))
+	n1.fill(enc, []batchRow{{rec: r, weight: 1, present: enc.present[r]}}, m.Spec.Classes, &sc)
+	if err := n1.run(); err != nil {
+		t.Fatal(err)
+	}
+	l := scalar(n1.loss)
+	if err := n1.gradients(one); err != nil {
+		t.Fatal(err)
+	}
+	n := norm(one)
+	return math.IsNaN(l) || math.IsInf(l, 0) || math.IsNaN(n) || math.IsInf(n, 0)
+}
+
+// TestDPSGDNonFiniteTabularValue checks that one record with a NaN or infinite tabular value
+// neither fails DP-SGD training nor poisons the model: training (normaliser released from the
+// same data, then Poisson-sampled DP-SGD at rate 1, so the record is in every step) completes
+// without error, with a finite loss, and every parameter (the normaliser's buffers included)
+// is finite. The record is checked to give a non-finite example, so that the test exercises
+// the skip in dpGradients.
+func TestDPSGDNonFiniteTabularValue(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		v    float64
+	}{{"nan", math.NaN()}, {"inf", math.Inf(1)}, {"-inf", math.Inf(-1)}} {
+		t.Run(c.name, func(t *testing.T) {
+			m, enc := dpTestModel(t, 8)
+			F := enc.fLen
+			enc.present[0][dataset.Tabular] = true
+			enc.tab[0*F+1] = float32(c.v)
+			st, err := m.Train(context.Background(), enc, TrainConfig{Epochs: 2, Seed: 1, DP: &DPSGD{Clip: 1, NoiseMultiplier: 0.5, SampleRate: 1, Noise: rand.New(rand.NewPCG(2, 2))}})
+			if err != nil {
+				t.Fatalf("DP training failed: %v", err)
+			}
+			if !st.NormalizerReleased || st.Steps != 2 || st.Samples != 16 {
+				t.Errorf("released %v, %d steps, %d samples; want true, 2, 16", st.NormalizerReleased, st.Steps, st.Samples)
+			}
+			if math.IsNaN(st.Loss) || math.IsInf(st.Loss, 0) {
+				t.Errorf("loss %v", st.Loss)
+			}
+			checkFinite(t, "parameters after DP training", m.params)
+			checkFiniteNormalizer(t, m)
+			if !exampleIsNonFinite(t, m, enc, 0) {
+				t.Fatal("the corrupted record gives a finite example: the test does not exercise the skip")
+			}
+		})
+	}
+}
+
+// TestDPGradientsSkipsNonFinite checks dpGradients on a batch holding one example whose gradient
+// is not finite (a NaN or infinite tabular value): without noise, the result equals the one of
+// the batch without that example, with the same divisor (the example still counts as sampled),
+// and the returned loss is the mean over the finite examples only. A batch of only that example
+// gives a zero gradient and loss 0.
+func TestDPGradientsSkipsNonFinite(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		v    float64
+	}{{"nan", math.NaN()}, {"inf", math.Inf(1)}} {
+		t.Run(c.name, func(t *testing.T) {
+			m, enc := dpTestModel(t, 8)
+			m.FitNormalizer(enc) // exact statistics from the clean data
+			F := enc.fLen
+			enc.present[0][dataset.Tabular] = true
+			enc.tab[0*F] = float32(c.v)
+			if !exampleIsNonFinite(t, m, enc, 0) {
+				t.Fatal("the corrupted record gives a finite example")
+			}
+			n1, err := m.trainNet(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var good []batchRow
+			for r := 1; r < 5; r++ {
+				good = append(good, batchRow{rec: r, weight: 1, present: enc.present[r]})
+			}
+			// The bad example first, so that any state it left in the graph would reach the rest.
+			all := append([]batchRow{{rec: 0, weight: 1, present: enc.present[0]}}, good...)
+			var sc scratch
+			one := make([]float32, len(m.params))
+			for _, clip := range []float64{1e9, 0.05} {
+				p := &DPSGD{Clip: clip, Noise: rand.New(rand.NewPCG(1, 1))}
+				want := make([]float32, len(m.params))
+				wantLoss, err := m.dpGradients(n1, enc, good, &sc, p, 5, want, one)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]float32, len(m.params))
+				gotLoss, err := m.dpGradients(n1, enc, all, &sc, p, 5, got, one)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkFinite(t, "gradient", got)
+				if gotLoss != wantLoss || math.IsNaN(gotLoss) {
+					t.Errorf("clip %v: loss %v, want the mean over the finite examples %v", clip, gotLoss, wantLoss)
+				}
+				for i := range want {
+					if math.Abs(float64(got[i]-want[i])) > 1e-6*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("clip %v, coordinate %d: %v, want %v", clip, i, got[i], want[i])
+					}
+				}
+			}
+			only := make([]float32, len(m.params))
+			loss, err := m.dpGradients(n1, enc, all[:1], &sc, &DPSGD{Clip: 1, Noise: rand.New(rand.NewPCG(1, 1))}, 1, only, one)
+			if err != nil || loss != 0 {
+				t.Errorf("only the bad example: loss %v, err %v; want 0, nil", loss, err)
+			}
+			if n := norm(only); n != 0 {
+				t.Errorf("only the bad example: gradient of norm %v, want 0", n)
+			}
+		})
+	}
+}
+
+// TestDPSGDDropoutDrawsFromNoise checks that modality dropout in DP mode draws from the secret
+// DPSGD.Noise and not from the generator seeded with TrainConfig.Seed: with no Gaussian noise,
+// sample rate 1 (every record every step, whatever Noise draws) and an optimizer that records
+// the gradients without moving the model, the gradients depend only on the dropout masks. Two
+// runs with the same Seed and different Noise sources must give different gradients (with the
+// old seeded dropout they were identical), and two runs with the same Noise source the same
+// ones.
+func TestDPSGDDropoutDrawsFromNoise(t *testing.T) {
+	m, enc := dpTestModel(t, 12)
+	m.FitNormalizer(enc) // set, so that training draws nothing from Noise for the normaliser
+	multi := 0
+	for i := range enc.Len() {
+		k := 0
+		for _, p := range enc.present[i] {
+			if p {
+				k++
+			}
+		}
+		if k >= 2 {
+			multi++
+		}
+	}
+	if multi < 3 {
+		t.Fatalf("%d records with two modalities or more: dropout has nothing to hide", multi)
+	}
+	run := func(noiseSeed uint64) [][]float32 {
+		t.Helper()
+		opt := &recordingOpt{}
+		cfg := TrainConfig{Epochs: 2, Seed: 1, ModalityDropout: 0.5, DP: &DPSGD{Clip: 1e9, SampleRate: 1, Noise: rand.New(rand.NewPCG(noiseSeed, noiseSeed))}}
+		if _, err := m.TrainWith(context.Background(), enc, cfg, opt); err != nil {
+			t.Fatal(err)
+		}
+		return opt.grads
+	}
+	equal := func(a, b [][]float32) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for s := range a {
+			for i := range a[s] {
+				if a[s][i] != b[s][i] {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	a, b, a2 := run(1), run(2), run(1)
+	if !equal(a, a2) {
+		t.Error("two runs with the same Seed and Noise differ: something else is random")
+	}
+	if equal(a, b) {
+		t.Error("two runs with the same Seed and different Noise sources made the same dropout decisions: dropout does not draw from DPSGD.Noise")
+	}
 }

@@ -174,36 +174,31 @@ const dpNormHeadroom = 1.5
 // and a standard deviation of zero would blow the standardised values up.
 const dpNormMinSD = 0.02
 
-// hasTabular reports whether any record of d carries tabular fields.
-func hasTabular(d *Encoded) bool {
-	for i := range d.n {
-		if d.present[i][dataset.Tabular] {
-			return true
-		}
-	}
-	return false
-}
-
 // FitNormalizerDP sets the tabular standardisation statistics, like FitNormalizer, from a
 // differentially private release instead of the exact means and standard deviations: those
 // are functions of every record that DP-SGD's guarantee does not cover. It does nothing for a
-// model without a tabular encoder or data without tabular records; only records that carry
-// tabular fields are read (which of them do is taken as known, as the modality mask is).
+// model without a tabular encoder. Only records that carry tabular fields are read (which of
+// them do is taken as known, as the modality mask is), but the release itself never depends
+// on them: with none, the sums are zero, the noise is added as usual, and the result (pure
+// noise, kept finite by the floor of 1 on the noisy count) is set all the same, so that whether
+// one record has tabular fields does not change what is released.
 //
 // The fields' scales are unknown (an income in the tens of thousands beside a score near 1),
 // and clipping needs a range, so the release has two stages, each a Gaussian mechanism of
 // noise multiplier noiseMultiplier·√2: together they cost exactly one Gaussian mechanism of
 // noiseMultiplier, RDP alpha/(2·noiseMultiplier²) at order alpha, which is what callers charge.
 //
-//  1. Magnitude. For each record and field j, u_j = min(asinh|x_j|, B)/B in [0, 1] (B = 16, NaN
-//     counts as 0); the vector (u_1..u_F, 1) has L2 norm at most sqrt(F+1), the sensitivity of
-//     its sum. From the noisy sums, m_j = B·clamp(S_j/Ñ, 0, 1) is a typical |x_j| in asinh
-//     units, and the field's range is R_j = sinh(m_j + 1.5), about 4.5 times that magnitude.
+//  1. Magnitude. For each record and field j, u_j = min(asinh|x_j|, B)/B in [0, 1] (B = 16; NaN
+//     counts as 0, ±Inf as the largest float32 of its sign, clamped like any large value); the
+//     vector (u_1..u_F, 1) has L2 norm at most sqrt(F+1), the sensitivity of its sum. From the
+//     noisy sums, m_j = B·clamp(S_j/Ñ, 0, 1) is a typical |x_j| in asinh units, and the field's
+//     range is R_j = sinh(m_j + 1.5), about 4.5 times that magnitude.
 //  2. Moments. v_j = clamp(x_j/R_j, -1, 1); the vector (v_1..v_F, v_1²..v_F², 1) has L2 norm at
 //     most sqrt(2F+1). From the noisy sums, mean_j = R_j·clamp(S1_j/Ñ, -1, 1) and
 //     std_j = R_j·sqrt(max(S2_j/Ñ - (S1_j/Ñ)², 0.02²)).
 //
-// Ñ is the stage's noisy count, at least 1. The noise on mean_j is about
+// Ñ is the stage's noisy count, at least 1, so the result is finite, with positive standard
+// deviations, whatever the input. The noise on mean_j is about
 // R_j·noiseMultiplier·√2·sqrt(2F+1)/n, a few percent of the field's magnitude for a few
 // hundred records at the default noise; a spread much narrower than the magnitude (8000 around
 // 42000) is resolved only from thousands of records, and below that the floor, 2 % of the
@@ -216,7 +211,7 @@ func (m *Model) FitNormalizerDP(d *Encoded, noiseMultiplier float64, rng *rand.R
 	if !(noiseMultiplier > 0) || math.IsInf(noiseMultiplier, 0) {
 		return fmt.Errorf("models: normalizer noise multiplier %v, want a positive finite number", noiseMultiplier)
 	}
-	if m.Spec.Tabular == nil || !hasTabular(d) {
+	if m.Spec.Tabular == nil {
 		return nil
 	}
 	if rng == nil {
@@ -225,11 +220,14 @@ func (m *Model) FitNormalizerDP(d *Encoded, noiseMultiplier float64, rng *rand.R
 	const B = dpNormBound
 	F := m.Spec.Tabular.Fields
 	sigma := noiseMultiplier * math.Sqrt2 // per stage
+	// value makes a raw value finite: NaN counts as 0 and ±Inf as ±MaxFloat32, which both
+	// stages then clamp like any other large value.
 	value := func(v float32) float64 {
-		if x := float64(v); !math.IsNaN(x) {
-			return x
+		x := float64(v)
+		if math.IsNaN(x) {
+			return 0
 		}
-		return 0
+		return math.Max(-math.MaxFloat32, math.Min(math.MaxFloat32, x))
 	}
 	release := func(sums []float64) float64 {
 		sd := sigma * math.Sqrt(float64(len(sums)))

@@ -21,7 +21,7 @@ type TrainConfig struct {
 	Optimizer       string  // "adam" (default) or "sgd"
 	LR              float64 // default 0.003 for adam, 0.05 for sgd
 	Momentum        float64 // sgd only
-	Seed            uint64  // shuffling and modality dropout
+	Seed            uint64  // shuffling, and modality dropout without DP (DPSGD.Noise draws it with DP)
 	ModalityDropout float64 // probability of hiding each present modality of a sample (one is always kept); default 0, negative means 0
 
 	// Prox > 0 adds the FedProx term Prox/2 * ||w - Anchor||^2 over the trainable parameters to
@@ -46,7 +46,8 @@ type TrainStats struct {
 	SamplesPerSec float64
 
 	// NormalizerReleased is true when this call fitted the tabular normaliser with
-	// FitNormalizerDP (DP mode, normaliser unset): one Gaussian mechanism of noise multiplier
+	// FitNormalizerDP (DP mode, tabular encoder, normaliser unset; whatever the data holds,
+	// records with tabular fields or none): one Gaussian mechanism of noise multiplier
 	// DPSGD.NormalizerNoise (DefaultNormalizerNoise if 0), RDP alpha/(2·sigma²), that the caller
 	// must charge to its privacy ledger besides the DP-SGD steps. It is set also when the call
 	// then fails or is cancelled: the release happened.
@@ -150,7 +151,12 @@ func (m *Model) Train(ctx context.Context, d *Encoded, cfg TrainConfig) (TrainSt
 // federation this means each client starts from its own statistics in the first round, and the
 // averaged statistics travel in the global parameters from then on. With cfg.DP the exact
 // statistics would leak outside DP-SGD's guarantee, so they are fitted with FitNormalizerDP
-// instead, with cfg.DP.Noise, and TrainStats.NormalizerReleased reports it.
+// instead, with cfg.DP.Noise, and TrainStats.NormalizerReleased reports it. That release
+// happens whenever the model has a tabular encoder and its normaliser is unset, even if no
+// record of d has tabular fields: whether one does must not change what is released.
+//
+// With cfg.DP, a non-finite loss does not fail the call (see dpGradients), and modality
+// dropout draws from cfg.DP.Noise instead of the generator seeded with cfg.Seed.
 func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt Optimizer) (TrainStats, error) {
 	if cfg.Epochs <= 0 {
 		cfg.Epochs = 1
@@ -193,7 +199,9 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 			return TrainStats{}, err
 		}
 		one = make([]float32, len(m.params))
-		if m.Spec.Tabular != nil && m.normalizerUnset() && hasTabular(d) {
+		// Decided on public information only (the model, not d): whether d has tabular records
+		// must not change what is released.
+		if m.Spec.Tabular != nil && m.normalizerUnset() {
 			if err := m.FitNormalizerDP(d, dp.NormalizerNoise, dp.Noise); err != nil {
 				return TrainStats{}, err
 			}
@@ -201,6 +209,13 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 		}
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x747261696e))
+	// dropRng draws the modality dropout masks: the seeded rng without DP, the secret
+	// generator with it (a public seed would make every mask predictable, and one added record
+	// would shift all later ones).
+	dropRng := rng
+	if cfg.DP != nil {
+		dropRng = cfg.DP.Noise
+	}
 	grads := make([]float32, len(m.params))
 	rows := make([]batchRow, 0, cfg.BatchSize)
 	var sc scratch
@@ -235,7 +250,7 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 			for _, r := range batch {
 				row := batchRow{rec: r, weight: 1, present: d.present[r]}
 				if cfg.ModalityDropout > 0 {
-					fusion.Dropout(row.present[:], cfg.ModalityDropout, rng)
+					fusion.Dropout(row.present[:], cfg.ModalityDropout, dropRng)
 				}
 				rows = append(rows, row)
 			}
@@ -257,7 +272,10 @@ func (m *Model) TrainWith(ctx context.Context, d *Encoded, cfg TrainConfig, opt 
 					return st, err
 				}
 			}
-			if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			// Without DP a diverging loss fails the call. With DP it must not: failing would
+			// reveal one record's value outside the accounted mechanisms (and dpGradients already
+			// leaves non-finite examples out of the sum and the loss).
+			if cfg.DP == nil && (math.IsNaN(loss) || math.IsInf(loss, 0)) {
 				return st, fmt.Errorf("models: loss became %v at step %d: lower the learning rate", loss, st.Steps)
 			}
 			if cfg.Prox > 0 {
