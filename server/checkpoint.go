@@ -71,7 +71,7 @@ type RoundRecord struct {
 // lineage.Message(task, round, layout hash, commitment).
 type LineageEntry struct {
 	Principal  string `json:"principal"`
-	Commitment string `json:"commitment"` // hex SHA-256
+	Commitment string `json:"commitment"` // hex HMAC-SHA-256 under the partner's secret salt (internal/lineage)
 	Signature  string `json:"signature"`  // base64 Ed25519
 }
 

@@ -15,6 +15,7 @@ import (
 	pb "github.com/fedweave/fedweave/api/fedweave/v1"
 	"github.com/fedweave/fedweave/client"
 	"github.com/fedweave/fedweave/crypto/pki"
+	"github.com/fedweave/fedweave/dataset"
 	"github.com/fedweave/fedweave/internal/lineage"
 	"github.com/fedweave/fedweave/models"
 	"github.com/fedweave/fedweave/policy"
@@ -108,17 +109,28 @@ func TestRoundLineage(t *testing.T) {
 // with any record's content.
 func TestCommitmentCanonical(t *testing.T) {
 	d := partition(1, 20)[0]
-	a := lineage.Commit(d)
+	salt, err := lineage.NewSalt()
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := func(d *dataset.Dataset) string {
+		c, err := lineage.Commit(d, salt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hex.EncodeToString(c)
+	}
+	a := commit(d)
 	rev := *d
 	rev.Records = append(rev.Records[:0:0], d.Records...)
 	for i, j := 0, len(rev.Records)-1; i < j; i, j = i+1, j-1 {
 		rev.Records[i], rev.Records[j] = rev.Records[j], rev.Records[i]
 	}
-	if hex.EncodeToString(lineage.Commit(&rev)) != hex.EncodeToString(a) {
+	if commit(&rev) != a {
 		t.Error("the commitment depends on the records' order")
 	}
 	rev.Records[0].Label++
-	if hex.EncodeToString(lineage.Commit(&rev)) == hex.EncodeToString(a) {
+	if commit(&rev) == a {
 		t.Error("the commitment ignores a record's label")
 	}
 }

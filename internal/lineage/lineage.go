@@ -1,21 +1,46 @@
 // Package lineage is the signed commitment a client makes to the dataset version it trains a
 // round on, and that the server records in the round's lineage (server.RoundRecord.Lineage).
 //
-// The commitment is SHA-256 over a canonical encoding of the training records: their ids, in
-// ascending order, each with the SHA-256 of the record's content (label, text, image, tabular
-// fields). The same records give the same commitment whatever their order; any change to one
-// record, one more or one less, gives another. The client signs, with its certificate's
-// Ed25519 key, a domain-separated message binding the commitment to the task, the round and
-// the model's layout hash, so that a commitment cannot be replayed into another round.
+// The commitment is HMAC-SHA-256, keyed by a secret 32-byte salt the client keeps (NewSalt),
+// over a canonical encoding of the training records: their ids, in ascending order, each with
+// the SHA-256 of the record's content (label, text, image, tabular fields). The same records
+// and the same salt give the same commitment whatever the records' order; any change to one
+// record, one more or one less, gives another.
+//
+// Hiding: without the salt the commitment says nothing about the records. The server, or
+// whoever reads the lineage, cannot confirm a guessed dataset, nor whether one particular
+// record is in it, by recomputing the commitment: that needs the salt. What it does tell, since
+// the same records and the same salt give the same commitment, is whether a client's records
+// changed or not between rounds (for a client that keeps its salt).
+//
+// Binding: a commitment opens to one set of records only. Opening it to two, with the same
+// salt or with two salts, would need two inputs with the same HMAC-SHA-256 output, which
+// comes down to a collision of SHA-256 (HMAC-SHA-256's collision resistance, which holds for
+// every key, so choosing its own salt does not help a client either).
+//
+// Opening: to prove which dataset version it trained a round on, a partner reveals the salt
+// and the records (to an auditor, say); the verifier recomputes the commitment with Open and
+// compares it with the one in the round's lineage, whose signature (Verify) ties it to the
+// partner, the task, the round and the model. Revealing the salt gives up the hiding of every
+// commitment made with it, so a partner reveals it only to those who may see the records
+// anyway.
+//
+// The client signs, with its certificate's Ed25519 key, a domain-separated message binding the
+// commitment to the task, the round and the model's layout hash (Message), so that a
+// commitment cannot be replayed into another round. The server verifies the signature only: it
+// never recomputes the commitment, and never sees the salt.
 package lineage
 
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 
@@ -25,14 +50,34 @@ import (
 // Size is the length of a commitment.
 const Size = sha256.Size
 
+// SaltSize is the length of the salt that keys a commitment.
+const SaltSize = 32
+
 const (
-	commitDomain  = "fedweave/dataset-commitment/v1\x00"
+	commitDomain  = "fedweave/dataset-commitment/v2\x00"
 	recordDomain  = "fedweave/dataset-record/v1\x00"
 	messageDomain = "fedweave/lineage/v1\x00"
 )
 
-// Commit returns the commitment to the records of d (nil d: no records).
-func Commit(d *dataset.Dataset) []byte {
+// ErrSalt: Commit was given a salt that is not SaltSize bytes.
+var ErrSalt = errors.New("lineage: the salt of a dataset commitment must be 32 bytes")
+
+// NewSalt returns a new random salt (SaltSize bytes from crypto/rand). The client keeps it
+// secret, and keeps it as long as it may have to open its commitments.
+func NewSalt() ([]byte, error) {
+	salt := make([]byte, SaltSize)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, fmt.Errorf("lineage: new salt: %w", err)
+	}
+	return salt, nil
+}
+
+// Commit returns the commitment to the records of d (nil d: no records) under salt, which
+// must be SaltSize bytes (else ErrSalt).
+func Commit(d *dataset.Dataset, salt []byte) ([]byte, error) {
+	if len(salt) != SaltSize {
+		return nil, ErrSalt
+	}
 	type entry struct {
 		id   string
 		hash [32]byte
@@ -50,14 +95,25 @@ func Commit(d *dataset.Dataset) []byte {
 		}
 		return bytes.Compare(a.hash[:], b.hash[:])
 	})
-	h := sha256.New()
+	h := hmac.New(sha256.New, salt)
 	h.Write([]byte(commitDomain))
 	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(entries))))
 	for _, e := range entries {
 		h.Write(lenPrefixed(nil, []byte(e.id)))
 		h.Write(e.hash[:])
 	}
-	return h.Sum(nil)
+	return h.Sum(nil), nil
+}
+
+// Open reports whether commitment is the commitment to the records of d under salt: how a
+// partner that reveals its salt proves the dataset version it committed to. The comparison
+// takes constant time. A salt of the wrong length opens nothing.
+func Open(d *dataset.Dataset, salt, commitment []byte) bool {
+	c, err := Commit(d, salt)
+	if err != nil || len(commitment) != Size {
+		return false
+	}
+	return hmac.Equal(c, commitment)
 }
 
 // recordHash hashes the content of one record.
