@@ -471,6 +471,15 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	if err := r.refresh(ctx); err != nil {
 		return err
 	}
+	cfg := s.GetConfig()
+	part, err := roundDP(r.secure, s.GetProtocol())
+	if err != nil {
+		return err
+	}
+	rec, err := recordDP(cfg.GetDpSgd())
+	if err != nil {
+		return err
+	}
 	eval, err := r.m.Evaluate(r.test, models.PredictOptions{})
 	if err != nil {
 		return err
@@ -479,17 +488,13 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	report := &pb.EvalReport{
 		Round: s.GetRound(), Records: uint64(eval.N), Accuracy: eval.Accuracy, MacroF1: eval.MacroF1, Loss: eval.Loss,
 	}
+	if part != nil || rec != nil {
+		// Figures on the held-out records are exact functions of them, outside the round's
+		// guarantee: under DP they stay here (the lineage commitment still goes).
+		report = &pb.EvalReport{Round: s.GetRound()}
+	}
 	c.commit(report, s.GetLayoutHash())
 	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: report}}); err != nil {
-		return err
-	}
-	cfg := s.GetConfig()
-	part, err := roundDP(r.secure, s.GetProtocol())
-	if err != nil {
-		return err
-	}
-	rec, err := recordDP(cfg.GetDpSgd())
-	if err != nil {
 		return err
 	}
 	// The round's privacy cost, computed here from its parameters: the worst case first (the
@@ -507,6 +512,10 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 		if charges[UnitPartner], err = partnerRDP(s.GetProtocol(), part.Clip, int(s.GetCohortSize()), r.m.NumParams(), orders); err != nil {
 			return err
 		}
+		if rec == nil {
+			// One record changes one partner's contribution: the partner guarantee covers it.
+			charges[UnitRecord] = charges[UnitPartner]
+		}
 	}
 	if err := c.cfg.Sharing.checkBudget(c.cfg.Ledger, charges); err != nil {
 		return err
@@ -523,12 +532,6 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	if err != nil {
 		return fmt.Errorf("client: local training: %w", err)
 	}
-	if rec != nil && normalizer && !st.NormalizerReleased {
-		// No tabular record: the statistics were not released after all.
-		if charges[UnitRecord], err = recordRDP(rec, epochs, false, orders); err != nil {
-			return fmt.Errorf("client: DP-SGD: %w", err)
-		}
-	}
 	weights := models.GroupWeights(r.train)
 	delta := make([]float32, len(global))
 	for i, v := range r.m.ParamsView() {
@@ -544,10 +547,14 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 			weights[g] = min(w, 1)
 		}
 	}
-	// Counted before it leaves: an update the ledger could not record is not sent.
+	// Counted before it leaves: an update the ledger could not record, or that another task
+	// sharing the ledger took the budget from meanwhile, is not sent.
+	maxEps, budgetDelta := c.cfg.Sharing.budget()
 	for _, unit := range []string{UnitRecord, UnitPartner} {
 		if rdp, ok := charges[unit]; ok {
-			if err := c.cfg.Ledger.Charge(c.cfg.Task, unit, rdp); err != nil {
+			if err := c.cfg.Ledger.Charge(c.cfg.Task, unit, rdp, maxEps, budgetDelta); errors.Is(err, ErrBudget) {
+				return fmt.Errorf("%w: %w", ErrNotShared, err)
+			} else if err != nil {
 				return err
 			}
 		}

@@ -68,8 +68,8 @@ func recordRDP(p *models.DPSGD, epochs int, normalizer bool, orders []float64) (
 }
 
 // partnerRDP is the curve of one update under distributed Skellam noise (secagg settings with
-// Noise), counted as if only the fewest inputs the server can unmask, secagg's threshold for
-// the cohort, had added noise.
+// Noise), counted as if only the other inputs among the fewest the server can unmask (secagg's
+// threshold for the cohort, less this partner) had added noise.
 func partnerRDP(settings []byte, clip float64, cohort, numValues int, orders []float64) ([]float64, error) {
 	var sc secagg.Config
 	if err := json.Unmarshal(settings, &sc); err != nil {
@@ -82,9 +82,12 @@ func partnerRDP(settings []byte, clip float64, cohort, numValues int, orders []f
 	if !(sc.Noise > 0) || math.IsInf(sc.Noise, 0) {
 		return nil, fmt.Errorf("client: the round announces distributed DP without noise (%v)", sc.Noise)
 	}
-	t := min(sc.Threshold(cohort), cohort)
+	others := min(sc.Threshold(cohort), cohort) - 1
+	if others < 1 {
+		return nil, fmt.Errorf("client: the round's secure aggregation can unmask with no other partner's noise (cohort %d): distributed DP gives nothing", cohort)
+	}
 	l1, l2 := dp.QuantizedSensitivity(clip/step, numValues)
-	return dp.SkellamRDP(l1, l2, float64(max(t, 1))*sc.Noise, orders)
+	return dp.SkellamRDP(l1, l2, float64(others)*sc.Noise, orders)
 }
 
 // ClipL2 scales v down, if needed, to an L2 norm of at most c.

@@ -86,12 +86,12 @@ func TestLedgerBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if err := l.Charge("triage", UnitRecord, round); err != nil {
+		if err := l.Charge("triage", UnitRecord, round, 0, 1e-5); err != nil {
 			t.Fatal(err)
 		}
 	}
 	one := l.Epsilon(UnitRecord, 1e-5)
-	if err := l.Charge("readmission", UnitRecord, round); err != nil {
+	if err := l.Charge("readmission", UnitRecord, round, 0, 1e-5); err != nil {
 		t.Fatal(err)
 	}
 	all := l.Epsilon(UnitRecord, 1e-5)
@@ -121,6 +121,55 @@ func TestLedgerBudget(t *testing.T) {
 	if err := (&SharingPolicy{MaxEpsilon: 100}).checkBudget(l, nil); !errors.Is(err, ErrNotShared) {
 		t.Errorf("a round without DP: %v", err)
 	}
+	before := l.Epsilon(UnitRecord, 1e-5)
+	if err := l.Charge("triage", UnitRecord, round, next*0.99, 1e-5); !errors.Is(err, ErrBudget) {
+		t.Errorf("a charge over the cap: %v", err)
+	}
+	if l.Epsilon(UnitRecord, 1e-5) != before {
+		t.Error("a refused charge was counted")
+	}
+	if err := l.Charge("triage", UnitRecord, round, next*1.01, 1e-5); err != nil {
+		t.Errorf("a charge under the cap: %v", err)
+	}
+}
+
+// TestLedgerSharedByStore: clients on one open Store share one Ledger, so that charges of two
+// tasks both land in the store and one budget covers them; a reopened Store reads both back.
+func TestLedgerSharedByStore(t *testing.T) {
+	dir := t.TempDir()
+	opt := StoreOptions{Dir: filepath.Join(dir, "store"), KeyDir: filepath.Join(dir, "keys"), NoSync: true}
+	st, err := OpenStore(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := OpenLedger(st)
+	b, _ := OpenLedger(st)
+	if a != b {
+		t.Fatal("two ledgers for one store")
+	}
+	curve := make([]float64, len(a.Orders()))
+	for i, o := range a.Orders() {
+		curve[i] = o / 8
+	}
+	if err := a.Charge("triage", UnitRecord, curve, 0, 1e-5); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Charge("readmit", UnitRecord, curve, 0, 1e-5); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err = OpenStore(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := OpenLedger(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := c.Report(1e-5); len(rep) != 3 || rep[0].Rounds != 2 {
+		t.Errorf("reopened: %+v", rep)
+	}
 }
 
 // TestLedgerPersists: with a store the ledger is written through on every charge and read
@@ -140,7 +189,7 @@ func TestLedgerPersists(t *testing.T) {
 	for i, a := range l.Orders() {
 		curve[i] = a / 2 // a Gaussian mechanism of noise multiplier 1
 	}
-	if err := l.Charge("triage", UnitPartner, curve); err != nil {
+	if err := l.Charge("triage", UnitPartner, curve, 0, 1e-5); err != nil {
 		t.Fatal(err)
 	}
 	want := l.Epsilon(UnitPartner, 1e-5)
@@ -157,7 +206,7 @@ func TestLedgerPersists(t *testing.T) {
 	if got := again.Epsilon(UnitPartner, 1e-5); got != want || want == 0 {
 		t.Errorf("reopened: epsilon %v, want %v", got, want)
 	}
-	if err := again.Charge("triage", UnitPartner, curve[:3]); err == nil {
+	if err := again.Charge("triage", UnitPartner, curve[:3], 0, 1e-5); err == nil {
 		t.Error("a curve at other orders charged")
 	}
 }

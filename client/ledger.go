@@ -26,12 +26,16 @@ const ledgerSecret = "dp/ledger"
 
 // A Ledger is a partner's own account of the privacy it has spent: for every task and unit,
 // the Rényi-DP curve of every update it sent, computed by the client from the round's
-// parameters (it does not take the server's word), composed by addition across rounds and
-// across tasks. With a Store it is kept sealed in it and survives restarts; a partner whose
-// clients share one Store (or one Ledger) has one budget over all its tasks.
+// parameters (it does not take the server's word for epsilon), composed by addition across
+// rounds and across tasks. With a Store it is kept sealed in it and survives restarts; every
+// client of a process on one Store shares one Ledger (OpenLedger returns it), so a partner has
+// one budget over all its tasks, and Charge checks the budget and adds in one step.
 //
-// The partner unit is charged conservatively: as if only the secagg threshold of the cohort
-// had added noise, the fewest inputs the server can unmask.
+// The partner unit is charged as if only the secagg threshold of the cohort, less the partner
+// itself, had added noise: the fewest other inputs the server can unmask with. The cohort size
+// and threshold come from the round's settings, so this assumes the honest-but-curious server
+// of the secagg package's threat model. A round without DP-SGD but with distributed noise
+// charges the record unit the partner curve: one record changes one partner's contribution.
 //
 // Safe for concurrent use.
 type Ledger struct {
@@ -59,8 +63,24 @@ func NewLedger() *Ledger {
 	return &Ledger{orders: dp.DefaultOrders, entries: map[string]*LedgerEntry{}}
 }
 
-// OpenLedger returns the ledger kept in st, empty if st has none yet.
+// ledgers holds the Ledger of every open Store, so that clients sharing a Store share it.
+var ledgers sync.Map // *Store -> *Ledger
+
+// OpenLedger returns the ledger kept in st, empty if st has none yet: the same Ledger for every
+// call on one open Store.
 func OpenLedger(st *Store) (*Ledger, error) {
+	if l, ok := ledgers.Load(st); ok {
+		return l.(*Ledger), nil
+	}
+	l, err := loadLedger(st)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := ledgers.LoadOrStore(st, l)
+	return actual.(*Ledger), nil
+}
+
+func loadLedger(st *Store) (*Ledger, error) {
 	l := NewLedger()
 	l.st = st
 	b, err := st.Secret(ledgerSecret)
@@ -135,14 +155,27 @@ func (l *Ledger) Would(unit string, rdp []float64, delta float64) float64 {
 	return l.epsilon(l.total(unit, rdp), delta)
 }
 
+// ErrBudget is matched by the error of Charge when the charge would take the unit past the
+// budget.
+var ErrBudget = errors.New("client: privacy budget exceeded")
+
 // Charge adds rdp, one update's curve, to the task's entry in the unit and, with a store,
 // writes the ledger through before it returns: the update may only be sent once it is counted.
-func (l *Ledger) Charge(task, unit string, rdp []float64) error {
+// With maxEpsilon > 0 it first checks, in the same step, that the unit's epsilon at delta over
+// all tasks stays within maxEpsilon, and otherwise charges nothing and returns an error
+// matching ErrBudget.
+func (l *Ledger) Charge(task, unit string, rdp []float64, maxEpsilon, delta float64) error {
 	if len(rdp) != len(l.orders) {
 		return errors.New("client: privacy ledger: a curve at other orders")
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if maxEpsilon > 0 {
+		if e := l.epsilon(l.total(unit, rdp), delta); !(e <= maxEpsilon) {
+			return fmt.Errorf("%w: the update would bring the partner's epsilon per %s to %.4g (delta %g, over all its tasks), over max_epsilon %g",
+				ErrBudget, unit, e, delta, maxEpsilon)
+		}
+	}
 	k := unit + "\x00" + task
 	e := l.entries[k]
 	old := e

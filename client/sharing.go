@@ -89,6 +89,14 @@ func (p *SharingPolicy) Validate() error {
 	return nil
 }
 
+// budget returns the policy's max_epsilon (0: none) and the delta it is counted at.
+func (p *SharingPolicy) budget() (float64, float64) {
+	if p == nil {
+		return 0, p.delta()
+	}
+	return p.MaxEpsilon, p.delta()
+}
+
 // delta is the delta the budget is counted at.
 func (p *SharingPolicy) delta() float64 {
 	if p == nil || p.Delta == 0 {

@@ -233,7 +233,10 @@ func (s *Store) resume() error {
 }
 
 // Close closes the store. What was written stays.
-func (s *Store) Close() error { return s.st.Close() }
+func (s *Store) Close() error {
+	ledgers.Delete(s)
+	return s.st.Close()
+}
 
 // Generation changes whenever the store's records change (an import or an erasure), so that a
 // running client knows to reload them before its next round.

@@ -258,7 +258,7 @@ func (t *TaskConfig) validateDP() error {
 	if t.DP == nil {
 		return nil
 	}
-	if err := t.DP.validate(); err != nil {
+	if err := t.DP.validateFor(t); err != nil {
 		return err
 	}
 	if t.DP.Partner != nil {

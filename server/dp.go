@@ -66,10 +66,12 @@ type RecordDP struct {
 // Δ1 = min(Δ2², sqrt(d)·Δ2). Partners contribute with weight 1, so the sensitivity is one
 // partner's update whatever its record count; the aggregate is an unweighted mean.
 //
-// Noise: each client adds variance σ²/min_clients with σ = NoiseMultiplier·Clip/step, so a
-// round that commits (at least min_clients contributors) carries a total variance of at least
-// σ². A committed round with k contributors is SkellamRDP(Δ1, Δ2, k·σ²/min_clients)
-// (Agarwal et al. 2021, Theorem 3.5).
+// Noise: each client adds variance σ²/(min_clients-1) with σ = NoiseMultiplier·Clip/step, so
+// in a round that commits (at least min_clients contributors) the others' noise around any one
+// partner has a variance of at least σ²: a partner's own noise is not counted, since removing
+// the partner removes its noise too. A committed round with k contributors is
+// SkellamRDP(Δ1, Δ2, (k-1)·σ²/(min_clients-1)) (Agarwal et al. 2021, Theorem 3.5); min_clients
+// must be at least 2.
 type PartnerDP struct {
 	NoiseMultiplier float64 `json:"noise_multiplier"`
 	Clip            float64 `json:"clip"` // L2 norm bound of one partner's update
@@ -119,6 +121,17 @@ func (c *DPConfig) validate() error {
 	return nil
 }
 
+// validateFor checks task.dp against the rest of the task.
+func (c *DPConfig) validateFor(t *TaskConfig) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if c.Partner != nil && t.MinClients < 2 {
+		return fmt.Errorf("dp.partner: distributed noise needs min_clients of at least 2 (the others' noise protects each partner), the task has %d", t.MinClients)
+	}
+	return nil
+}
+
 func (r *RecordDP) normalizerNoise() float64 {
 	if r.NormalizerNoise == 0 {
 		return models.DefaultNormalizerNoise
@@ -133,7 +146,7 @@ func (t *TaskConfig) secaggConfig() (secagg.Config, error) {
 	if t.DP == nil {
 		return cfg, nil
 	}
-	if err := t.DP.validate(); err != nil {
+	if err := t.DP.validateFor(t); err != nil {
 		return cfg, err
 	}
 	p := t.DP.Partner
@@ -148,7 +161,7 @@ func (t *TaskConfig) secaggConfig() (secagg.Config, error) {
 		return cfg, err
 	}
 	sigma := p.NoiseMultiplier * scale
-	cfg.Noise = sigma * sigma / float64(max(t.MinClients, 1))
+	cfg.Noise = sigma * sigma / float64(t.MinClients-1)
 	return cfg, nil
 }
 
@@ -242,7 +255,7 @@ func (d *dpState) charges(k int, normalizer bool) *RoundDP {
 		}
 	}
 	if d.cfg.Partner != nil {
-		out.Partner = &PartnerCharge{L1: d.l1, L2: d.l2, Variance: float64(max(k, 1)) * d.noise}
+		out.Partner = &PartnerCharge{L1: d.l1, L2: d.l2, Variance: float64(max(k-1, 1)) * d.noise}
 	}
 	return out
 }

@@ -22,7 +22,7 @@ func TestDPPartner(t *testing.T) {
 		t.Errorf("quant clip %v, want the dp clip", cfg.Quant.Clip)
 	}
 	const S = 32767
-	if want := float64(S) * S / 4; math.Abs(cfg.Noise/want-1) > 1e-12 {
+	if want := float64(S) * S / 3; math.Abs(cfg.Noise/want-1) > 1e-12 {
 		t.Errorf("noise %v per client, want %v", cfg.Noise, want)
 	}
 	d, err := newDPState(task, 10000)
@@ -36,7 +36,7 @@ func TestDPPartner(t *testing.T) {
 		t.Fatal("spent before any round")
 	}
 	c4 := d.charges(4, false)
-	if c4.Record != nil || c4.Partner == nil || c4.Partner.Variance != 4*cfg.Noise {
+	if c4.Record != nil || c4.Partner == nil || c4.Partner.Variance != 3*cfg.Noise {
 		t.Fatalf("charges %+v", c4)
 	}
 	e4, err := d.would(c4)
@@ -125,6 +125,7 @@ func TestDPConfigRefused(t *testing.T) {
 		{"secagg", DPConfig{Partner: part, MaxEpsilon: -2}, "dp.max_epsilon"},
 		{"none", DPConfig{Partner: part}, "needs secure: secagg"},
 		{"mhe", DPConfig{Partner: part}, "needs secure: secagg"},
+		{"secagg1", DPConfig{Partner: part}, "min_clients of at least 2"},
 		{"none", DPConfig{Record: &RecordDP{NoiseMultiplier: 1, Clip: 1}}, "dp.record.sample_rate"},
 		{"none", DPConfig{Record: &RecordDP{NoiseMultiplier: 1, Clip: 1, SampleRate: 1.5}}, "dp.record.sample_rate"},
 		{"secagg", DPConfig{Record: &RecordDP{NoiseMultiplier: math.Inf(1), Clip: 1, SampleRate: 0.1}}, "dp.record.noise_multiplier"},
@@ -132,6 +133,9 @@ func TestDPConfigRefused(t *testing.T) {
 		{"none", DPConfig{Record: &RecordDP{NoiseMultiplier: 1, Clip: 1, SampleRate: 0.1, NormalizerNoise: -1}}, "dp.record.normalizer_noise"},
 	} {
 		task := &TaskConfig{Name: "t", MinClients: 2, Secure: c.secure, DP: &c.dp, MHE: MHEConfig{Threshold: 2}}
+		if c.secure == "secagg1" {
+			task.Secure, task.MinClients = "secagg", 1
+		}
 		if _, _, err := ProtocolFor(task, nil, "f"); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s %+v: %v, want an error naming %q", c.secure, c.dp, err, c.want)
 		}
