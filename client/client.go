@@ -603,6 +603,11 @@ func (r *round) phase(p *pb.PhaseMessage) error {
 	if err != nil {
 		return fmt.Errorf("client: phase %d: %w", p.GetPhase(), err)
 	}
+	// The round's privacy charge was computed from the cohort the round announced; the
+	// protocol must run with that cohort (secagg: its neighbours message).
+	if cc, ok := r.agg.(interface{ Cohort() int }); ok && cc.Cohort() != 0 && cc.Cohort() != int(r.cur.GetCohortSize()) {
+		return fmt.Errorf("client: round %d announced a cohort of %d, its secure aggregation runs %d: refused", p.GetRound(), r.cur.GetCohortSize(), cc.Cohort())
+	}
 	return sendChunked(r.stream, p.GetRound(), int(p.GetPhase()), out)
 }
 

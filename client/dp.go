@@ -68,8 +68,11 @@ func recordRDP(p *models.DPSGD, epochs int, normalizer bool, orders []float64) (
 }
 
 // partnerRDP is the curve of one update under distributed Skellam noise (secagg settings with
-// Noise), counted as if only the other inputs among the fewest the server can unmask (secagg's
-// threshold for the cohort, less this partner) had added noise.
+// Noise), counted as if only the other inputs among the fewest the server can unmask had added
+// noise. That is t, the shares that rebuild a secret: a survivor set smaller than t leaves a
+// dropped neighbour's mask unrecoverable, whatever the graph (secagg's Threshold, the liveness
+// bound n-(k+1)+t, is larger on sparse graphs and not a bound on what a server that picks the
+// dropouts can do). The cohort is checked against the protocol's own in round.phase.
 func partnerRDP(settings []byte, clip float64, cohort, numValues int, orders []float64) ([]float64, error) {
 	var sc secagg.Config
 	if err := json.Unmarshal(settings, &sc); err != nil {
@@ -82,7 +85,11 @@ func partnerRDP(settings []byte, clip float64, cohort, numValues int, orders []f
 	if !(sc.Noise > 0) || math.IsInf(sc.Noise, 0) {
 		return nil, fmt.Errorf("client: the round announces distributed DP without noise (%v)", sc.Noise)
 	}
-	others := min(sc.Threshold(cohort), cohort) - 1
+	_, t, err := sc.Shape(cohort)
+	if err != nil {
+		return nil, fmt.Errorf("client: the round's secagg settings: %w", err)
+	}
+	others := t - 1
 	if others < 1 {
 		return nil, fmt.Errorf("client: the round's secure aggregation can unmask with no other partner's noise (cohort %d): distributed DP gives nothing", cohort)
 	}

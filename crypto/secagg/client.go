@@ -194,6 +194,11 @@ func (c *client) advertise(fromServer []byte) ([]byte, error) {
 	return encodeAdvert(c.header(typeAdvert), c.suite.id(), c.cPub, c.sPub, c.self.CertDER, c.self.Sign), nil
 }
 
+// Cohort returns the cohort size the server runs the round with, as its neighbours message
+// says (0 before that message): a caller that was told the cohort another way checks the two
+// agree before anything of its input leaves.
+func (c *client) Cohort() int { return c.n }
+
 // share checks the neighbours' adverts and returns the client's shares, sealed for each.
 func (c *client) share(fromServer []byte) ([]byte, error) {
 	m, err := decodeNeighbours(fromServer, c.header(typeNeighbours))
