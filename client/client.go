@@ -497,8 +497,9 @@ func (r *round) trainAndSend(ctx context.Context, s *pb.RoundStart, global []flo
 	if err := r.stream.Send(&pb.ClientMessage{Body: &pb.ClientMessage_Eval{Eval: report}}); err != nil {
 		return err
 	}
-	// The round's privacy cost, computed here from its parameters: the worst case first (the
-	// tabular statistics fitted if the model has none), for the budget.
+	// The round's privacy cost, computed here from its parameters (the tabular statistics
+	// are released, and charged, when the model has a tabular encoder and none set), checked
+	// against the budget before training; Charge checks again, atomically, before sending.
 	epochs := max(int(cfg.GetLocalEpochs()), 1)
 	orders := c.cfg.Ledger.Orders()
 	charges := map[string][]float64{}
