@@ -12,13 +12,10 @@ import (
 )
 
 // RoundDP is what a round with distributed differential privacy announces in its secagg
-// settings (RoundStart.protocol): the L2 bound to clip the update to, and the task's
-// cumulative epsilon per partner, at Delta, once the round is committed (the server's
-// figure; the client's ledger computes its own).
+// settings (RoundStart.protocol): the L2 bound to clip the update to. The privacy it costs the
+// client computes itself (partnerRDP).
 type RoundDP struct {
-	Clip    float64 `json:"dp_clip"`
-	Epsilon float64 `json:"dp_epsilon"`
-	Delta   float64 `json:"dp_delta"`
+	Clip float64 `json:"dp_clip"`
 }
 
 // roundDP reads a round's DP announcement; nil when the round has none.
@@ -27,9 +24,7 @@ func roundDP(secure string, settings []byte) (*RoundDP, error) {
 		return nil, nil
 	}
 	var d struct {
-		Clip    *float64 `json:"dp_clip"`
-		Epsilon float64  `json:"dp_epsilon"`
-		Delta   float64  `json:"dp_delta"`
+		Clip *float64 `json:"dp_clip"`
 	}
 	if err := json.Unmarshal(settings, &d); err != nil {
 		return nil, fmt.Errorf("client: the round's secagg settings: %w", err)
@@ -37,10 +32,10 @@ func roundDP(secure string, settings []byte) (*RoundDP, error) {
 	if d.Clip == nil {
 		return nil, nil
 	}
-	if !(*d.Clip > 0) || math.IsInf(*d.Clip, 0) || !(d.Epsilon >= 0) || !(d.Delta > 0 && d.Delta < 1) {
-		return nil, fmt.Errorf("client: the round announces malformed DP settings (clip %v, epsilon %v, delta %v)", *d.Clip, d.Epsilon, d.Delta)
+	if !(*d.Clip > 0) || math.IsInf(*d.Clip, 0) {
+		return nil, fmt.Errorf("client: the round announces a malformed DP clip (%v)", *d.Clip)
 	}
-	return &RoundDP{Clip: *d.Clip, Epsilon: d.Epsilon, Delta: d.Delta}, nil
+	return &RoundDP{Clip: *d.Clip}, nil
 }
 
 // recordDP turns the round's DP-SGD settings into local training's; nil when the round has

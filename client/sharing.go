@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/fedweave/fedweave/api/fedweave/v1"
 	"github.com/fedweave/fedweave/crypto/agg"
+	"github.com/fedweave/fedweave/crypto/dp"
 	"github.com/fedweave/fedweave/dataset"
 	"github.com/fedweave/fedweave/models"
 )
@@ -100,7 +101,7 @@ func (p *SharingPolicy) budget() (float64, float64) {
 // delta is the delta the budget is counted at.
 func (p *SharingPolicy) delta() float64 {
 	if p == nil || p.Delta == 0 {
-		return 1e-5
+		return dp.DefaultDelta
 	}
 	return p.Delta
 }

@@ -78,7 +78,7 @@ type PartnerDP struct {
 }
 
 // DefaultDelta is the delta of task.dp unless set.
-const DefaultDelta = 1e-5
+const DefaultDelta = dp.DefaultDelta
 
 func (c *DPConfig) delta() float64 {
 	if c.Delta == 0 {
@@ -343,13 +343,13 @@ func (d *dpState) spent() RoundDP {
 	return RoundDP{RecordEpsilon: d.acc.Epsilon(unitRecord), PartnerEpsilon: d.acc.Epsilon(unitPartner)}
 }
 
-// withDP adds to a round's secagg settings what clients need for partner DP: the clip to
-// apply and the cumulative epsilon and delta announced for the round (client.RoundDP).
-func withDP(settings []byte, clip, eps, delta float64) ([]byte, error) {
+// withDP adds to a round's secagg settings the L2 bound clients clip their update to for
+// partner DP (client.RoundDP). Epsilon is not announced: each client computes its own.
+func withDP(settings []byte, clip float64) ([]byte, error) {
 	var m map[string]any
 	if err := json.Unmarshal(settings, &m); err != nil {
 		return nil, errors.New("dp: secagg settings are not a JSON object")
 	}
-	m["dp_clip"], m["dp_epsilon"], m["dp_delta"] = clip, eps, delta
+	m["dp_clip"] = clip
 	return json.Marshal(m)
 }

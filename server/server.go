@@ -536,8 +536,7 @@ func (s *Server) runRound(ctx context.Context, cohort []*session) (RoundRecord, 
 		spent := s.dp.spent()
 		rec.DP, rec.Epsilon, rec.Delta = &spent, s.dp.headline(&spent), s.dp.acc.Delta()
 		if p := t.DP.Partner; p != nil {
-			ann, _ := s.dp.would(s.dp.charges(s.dp.min, normUnset))
-			if protoSettings, err = withDP(protoSettings, p.Clip, ann.PartnerEpsilon, rec.Delta); err != nil {
+			if protoSettings, err = withDP(protoSettings, p.Clip); err != nil {
 				return rec, fmt.Errorf("server: round %d: %w", r, err)
 			}
 		}

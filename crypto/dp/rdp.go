@@ -28,6 +28,10 @@ import (
 	"math"
 )
 
+// DefaultDelta is the delta fedweave reports epsilon at unless told otherwise: below one over
+// the records of any partner it is meant for.
+const DefaultDelta = 1e-5
+
 // DefaultOrders are the Rényi orders TF-Privacy and Opacus use by default:
 // 1.1, 1.2, ..., 10.9 and 12, 13, ..., 63.
 var DefaultOrders = func() []float64 {

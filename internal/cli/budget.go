@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/fedweave/fedweave/client"
+	"github.com/fedweave/fedweave/crypto/dp"
 )
 
 // "fedweave client budget": a partner reads its privacy ledger (client.Ledger) from its
@@ -69,7 +70,7 @@ func runClientBudget(ctx context.Context, env *Env, config string, args []string
 	}
 	defer st.Close()
 	if *delta == 0 {
-		*delta = 1e-5
+		*delta = dp.DefaultDelta
 	}
 	l, err := client.OpenLedger(st)
 	if err != nil {
