@@ -11,7 +11,7 @@ import (
 type cohortAgg struct{ cohort int }
 
 func (a cohortAgg) Phase(int, []byte) ([]byte, error) { return []byte("masked input"), nil }
-func (a cohortAgg) Cohort() int                        { return a.cohort }
+func (a cohortAgg) Cohort() int                       { return a.cohort }
 
 // TestPhaseRefusesOtherCohort: when the protocol runs another cohort than the round announced
 // (the cohort the privacy charge was computed from), the client refuses the round before it
